@@ -1,0 +1,237 @@
+"""Running a torch and a Keras VGG on the same tensors and comparing them block by block.
+
+A divergence is located, not just detected: the report gives the difference
+after every pooling stage and names the first block whose difference exceeds
+the tolerance. Both runners return activations in torch's NCHW layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import torch
+
+__all__ = [
+    "LOGIT_RTOL",
+    "BlockDiff",
+    "ParityError",
+    "ParityReport",
+    "compare_outputs",
+    "keras_forward",
+    "torch_forward",
+]
+
+#: Tolerance on max |diff| relative to max |reference| in fp32 on CPU. The
+#: floor measured here is about 1e-6 (summation order differs between oneDNN
+#: and torch's kernels); any layout or BN mistake gives 1e-2 or more.
+LOGIT_RTOL: float = 1e-5
+#: Same tolerance per pooling stage: the error grows with depth and stays far
+#: below this for a correct port.
+BLOCK_RTOL: float = 1e-5
+
+
+class ParityError(AssertionError):
+    """Two models that should agree do not."""
+
+
+@dataclass(frozen=True)
+class BlockDiff:
+    """Difference of one output between reference and candidate.
+
+    Attributes:
+        name: ``"block1"`` ... ``"blockN"`` (after each max pool), or ``"logits"``.
+        max_abs: Max absolute difference.
+        max_ref: Max absolute value of the reference.
+        max_rel: ``max_abs / max_ref``.
+    """
+
+    name: str
+    max_abs: float
+    max_ref: float
+    max_rel: float
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Result of one comparison.
+
+    Attributes:
+        blocks: One entry per compared output, in forward order.
+        max_abs: Max absolute difference of the final output.
+        max_rel: The same relative to the reference's max absolute value.
+        top1: Fraction of samples whose top-1 class agrees (``None`` without logits).
+        top5: Fraction of samples whose top-5 class sets agree (``None`` without logits).
+        rtol: The tolerance applied.
+        first_divergent: First block over tolerance, or ``None``.
+    """
+
+    blocks: list[BlockDiff]
+    max_abs: float
+    max_rel: float
+    top1: float | None
+    top5: float | None
+    rtol: float
+    first_divergent: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Whether every output is within tolerance and every top-k agrees."""
+        return self.first_divergent is None and self.top1 in (None, 1.0) and self.top5 in (None, 1.0)
+
+    @property
+    def worst_block(self) -> BlockDiff:
+        """The block with the largest relative difference."""
+        return max(self.blocks, key=lambda b: b.max_rel)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def check(self) -> None:
+        """Raises if the comparison failed.
+
+        Raises:
+            ParityError: Naming the first divergent block and its difference.
+        """
+        if self.passed:
+            return
+        if self.first_divergent is not None:
+            b = next(b for b in self.blocks if b.name == self.first_divergent)
+            raise ParityError(
+                f"Outputs diverge first at {b.name}: max |diff| {b.max_abs:.3g} = {b.max_rel:.3g} x max |ref| "
+                f"(tolerance {self.rtol:g}); top-1 agreement {self.top1}, top-5 {self.top5}"
+            )
+        raise ParityError(f"Top-k disagreement: top-1 agreement {self.top1}, top-5 {self.top5}")
+
+    def table(self) -> str:
+        """A small per-block text table."""
+        rows = [f"{'output':<10} {'max |diff|':>12} {'max |ref|':>12} {'relative':>10}"]
+        for b in self.blocks:
+            flag = "  <-- first over tolerance" if b.name == self.first_divergent else ""
+            rows.append(f"{b.name:<10} {b.max_abs:>12.3e} {b.max_ref:>12.3e} {b.max_rel:>10.2e}{flag}")
+        if self.top1 is not None:
+            rows.append(f"top-1 agreement {self.top1:.0%}, top-5 agreement {self.top5:.0%}")
+        return "\n".join(rows)
+
+
+def compare_outputs(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    rtol: float = LOGIT_RTOL,
+    block_rtol: float = BLOCK_RTOL,
+) -> ParityReport:
+    """Compares two runs output by output.
+
+    Args:
+        reference: ``{"block1": ..., ..., "logits": ...}`` from the reference model.
+        candidate: The same keys from the model under test, same layout.
+        rtol: Tolerance of the final output, relative to its max absolute value.
+        block_rtol: Tolerance of the intermediate blocks, likewise.
+
+    Returns:
+        The report; call :meth:`ParityReport.check` to raise on failure.
+
+    Raises:
+        ValueError: If the two runs have different keys or shapes.
+    """
+    if list(reference) != list(candidate):
+        raise ValueError(f"Both runs must have the same outputs. Received: {list(reference)} and {list(candidate)}")
+    blocks = []
+    first = None
+    names = list(reference)
+    for name in names:
+        ref = np.asarray(reference[name], dtype=np.float64)
+        got = np.asarray(candidate[name], dtype=np.float64)
+        if ref.shape != got.shape:
+            raise ValueError(f"Output {name!r} has shape {got.shape}, expected {ref.shape}. Received: shape={got.shape}")
+        max_abs = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+        if not np.isfinite(got).all():
+            max_abs = float("inf")
+        max_ref = float(np.max(np.abs(ref))) if ref.size else 0.0
+        rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
+        blocks.append(BlockDiff(name, max_abs, max_ref, rel))
+        tol = rtol if name == names[-1] else block_rtol
+        if first is None and not rel <= tol:
+            first = name
+    final = blocks[-1]
+    top1 = top5 = None
+    if "logits" in reference:
+        ref, got = np.asarray(reference["logits"]), np.asarray(candidate["logits"])
+        top1 = float(np.mean(np.argmax(ref, -1) == np.argmax(got, -1)))
+        k = min(5, ref.shape[-1])
+        ref5 = np.sort(np.argsort(-ref, -1)[:, :k], -1)
+        got5 = np.sort(np.argsort(-got, -1)[:, :k], -1)
+        top5 = float(np.mean(np.all(ref5 == got5, -1)))
+    return ParityReport(blocks, final.max_abs, final.max_rel, top1, top5, rtol, first)
+
+
+def torch_forward(model: torch.nn.Module, x_nchw: np.ndarray, include_top: bool = True) -> dict[str, np.ndarray]:
+    """Runs a torchvision-layout VGG in eval mode, keeping each block's output.
+
+    Args:
+        model: A torchvision ``VGG`` or :class:`vgg_torch.VGG`.
+        x_nchw: Input batch, NCHW float32.
+        include_top: Whether to run the classifier (``"logits"`` key).
+
+    Returns:
+        ``{"block1": ..., "blockN": ..., "logits": ...}`` as NCHW / NC numpy arrays.
+    """
+    import torch
+
+    model.eval()
+    out: dict[str, np.ndarray] = {}
+    block = 0
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(x_nchw, dtype=np.float32))
+        for layer in model.features:
+            x = layer(x)
+            if isinstance(layer, torch.nn.MaxPool2d):
+                block += 1
+                out[f"block{block}"] = x.numpy().copy()
+        if include_top:
+            x = model.classifier(torch.flatten(model.avgpool(x), 1))
+            out["logits"] = x.numpy().copy()
+    return out
+
+
+def keras_forward(model: keras.Model, x_nchw: np.ndarray, include_top: bool = True) -> dict[str, np.ndarray]:
+    """Runs a vgg_keras model on an NCHW batch, keeping each block's output.
+
+    The input is moved to the model's data format, and the block outputs back
+    to NCHW, so results compare directly with :func:`torch_forward`.
+
+    Args:
+        model: A model from :func:`vgg_keras.build_vgg` (layers ``block{b}_pool``).
+        x_nchw: Input batch, NCHW float32.
+        include_top: Whether the model ends in ``predictions`` (``"logits"`` key;
+            build it with ``classifier_activation=None`` to get logits).
+
+    Returns:
+        The same keys as :func:`torch_forward`.
+    """
+    import keras
+
+    channels_first = model.get_layer("block1_conv1").data_format == "channels_first"
+    pools = [layer for layer in model.layers if layer.name.endswith("_pool") and layer.name.startswith("block")]
+    outputs = [p.output for p in pools] + ([model.get_layer("predictions").output] if include_top else [])
+    probe = keras.Model(model.input, outputs)
+    x = np.asarray(x_nchw, dtype=np.float32)
+    if not channels_first:
+        x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+    results = probe(x, training=False)
+    results = [np.asarray(keras.ops.convert_to_numpy(r)) for r in results]
+    out: dict[str, np.ndarray] = {}
+    for i, r in enumerate(results[: len(pools)], start=1):
+        out[f"block{i}"] = r if channels_first else np.transpose(r, (0, 3, 1, 2))
+    if include_top:
+        out["logits"] = results[-1]
+    return out

@@ -1,0 +1,66 @@
+"""Named layout transforms from PyTorch tensors to Keras variables (numpy only).
+
+Each function says its source and target layout. They return views where the
+layout allows it; the one real reordering (the first dense layer's rows) makes
+exactly one copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["conv_oihw_to_hwio", "dense_out_in_to_in_out", "dense_rows_chw_to_hwc"]
+
+
+def conv_oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
+    """Conv kernel from torch's (out, in, kh, kw) to Keras' (kh, kw, in, out).
+
+    Args:
+        kernel: A 4D torch ``Conv2d.weight``.
+
+    Returns:
+        The Keras ``Conv2D.kernel`` (a transposed view).
+    """
+    return np.transpose(kernel, (2, 3, 1, 0))
+
+
+def dense_out_in_to_in_out(kernel: np.ndarray) -> np.ndarray:
+    """Dense kernel from torch's (out, in) to Keras' (in, out).
+
+    Args:
+        kernel: A 2D torch ``Linear.weight``.
+
+    Returns:
+        The Keras ``Dense.kernel`` (a transposed view).
+    """
+    return kernel.T
+
+
+def dense_rows_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+    """First dense layer after a flatten: torch's (out, C*H*W) to Keras' (H*W*C, out).
+
+    torch flattens an NCHW feature map in C, H, W order; Keras' ``Flatten``
+    flattens in H, W, C order (for ``channels_first`` models too: Keras moves the
+    channels last before flattening). So input feature ``c*H*W + h*W + w`` of
+    torch is feature ``h*W*C + w*C + c`` of Keras.
+
+    Args:
+        kernel: The torch ``Linear.weight``, shape ``(out, channels*height*width)``.
+        channels: Channels of the flattened feature map.
+        height: Its height.
+        width: Its width.
+
+    Returns:
+        The Keras ``Dense.kernel``, shape ``(height*width*channels, out)``.
+
+    Raises:
+        ValueError: If the kernel's width is not ``channels*height*width``.
+    """
+    out, features = kernel.shape
+    if features != channels * height * width:
+        raise ValueError(
+            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
+            f"inputs. Received: kernel.shape={kernel.shape}"
+        )
+    # (out, C, H, W) -> (H, W, C, out): one copy, made by the final reshape.
+    return kernel.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(height * width * channels, out)

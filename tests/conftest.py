@@ -1,0 +1,73 @@
+"""Shared fixtures.
+
+torch and torchvision are imported here, before anything imports TensorFlow:
+importing torchvision (which pulls in triton on CUDA builds of torch) after
+TensorFlow crashes the interpreter (tensorflow/tensorflow#124205). Tests of the
+other order, and of code that must run without torch, use subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import torch  # noqa: E402  (must precede TensorFlow)
+import torchvision  # noqa: E402,F401
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from parity.config import VGGConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Tiny configs for the fast tier: a few channels, 32x32 inputs.
+TINY = VGGConfig(stages=((4,), (8, 8), (8,)), hidden=(16, 16), num_classes=7, pool_size=(2, 2), name="tiny")
+TINY_BN = TINY.replace(batch_norm=True, name="tiny_bn")
+#: CIFAR-style: no adaptive pool, 3 stages on 32x32 flatten a 4x4 map, 10 classes, one linear layer.
+CIFAR = VGGConfig(
+    stages=((8, 8), (16, 16), (16,)), batch_norm=True, pool_size=None, input_size=(32, 32), hidden=(), num_classes=10, name="cifar"
+)
+TINY_CONFIGS = {"tiny": TINY, "tiny_bn": TINY_BN, "cifar": CIFAR}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_keras_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own Keras cache and torch hub cache."""
+    home = tmp_path_factory.mktemp("keras_home")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    yield home
+
+
+@pytest.fixture(autouse=True)
+def _channels_last() -> Iterator[None]:
+    keras.config.set_image_data_format("channels_last")
+    yield
+    keras.config.set_image_data_format("channels_last")
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Runs Python code in a fresh interpreter of this venv, from the repo root."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *(["-c", code] if code else []), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def torch_state_dict(np_state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """numpy state dict -> torch tensors (copies)."""
+    return {k: torch.from_numpy(np.array(v)) for k, v in np_state.items()}

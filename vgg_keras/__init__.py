@@ -1,0 +1,34 @@
+"""torchvision's VGG family in Keras 3, with converted torchvision weights.
+
+``vgg_keras.VGG16(weights="converted")`` and the other seven presets take
+keras.applications' arguments; :func:`build_vgg` builds any
+:class:`parity.config.VGGConfig`. Importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+from parity.config import PRESETS, VGGConfig
+from vgg_keras.model import build_vgg, preset_builder
+
+__all__ = [
+    "VGG11",
+    "VGG11_BN",
+    "VGG13",
+    "VGG13_BN",
+    "VGG16",
+    "VGG16_BN",
+    "VGG19",
+    "VGG19_BN",
+    "PRESETS",
+    "VGGConfig",
+    "build_vgg",
+]
+
+VGG11 = preset_builder("vgg11")
+VGG11_BN = preset_builder("vgg11_bn")
+VGG13 = preset_builder("vgg13")
+VGG13_BN = preset_builder("vgg13_bn")
+VGG16 = preset_builder("vgg16")
+VGG16_BN = preset_builder("vgg16_bn")
+VGG19 = preset_builder("vgg19")
+VGG19_BN = preset_builder("vgg19_bn")

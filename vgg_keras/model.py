@@ -1,0 +1,256 @@
+"""Keras 3 VGG built from a :class:`parity.config.VGGConfig`.
+
+Layer names follow keras.applications (``block{b}_conv{i}``, ``block{b}_pool``,
+``flatten``, ``fc1``, ``fc2``, ``predictions``); batch-norm variants add
+``block{b}_bn{i}`` and ``block{b}_relu{i}``. The head follows torchvision: an
+adaptive average pool to 7x7, then flatten, fc1, ReLU, dropout, fc2, ReLU,
+dropout, predictions. So, unlike keras.applications, ``include_top=True`` works
+at any input size of at least 32x32 px, ``(None, None, 3)`` included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+
+from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
+
+__all__ = ["build_vgg", "preset_builder"]
+
+_POOLINGS = (None, "avg", "max")
+
+
+def build_vgg(
+    config: VGGConfig,
+    *,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor: keras.KerasTensor | None = None,
+    input_shape: Sequence[int | None] | None = None,
+    pooling: str | None = None,
+    classifier_activation: str | Callable[..., object] | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a Keras VGG from a config, optionally loading converted weights.
+
+    Args:
+        config: The network; ``config.num_classes`` sizes ``predictions``.
+        include_top: Whether to include the classifier (adaptive pool, fc
+            layers and ``predictions``).
+        weights: ``None`` (random initialization), ``"converted"`` (torchvision's
+            default ImageNet weights for this preset, converted; see
+            :func:`vgg_keras.weights.converted_weights_path`), a torchvision
+            weights name such as ``"IMAGENET1K_FEATURES"``, or the path of a
+            ``.weights.h5`` file written by ``python -m parity.convert``.
+        input_tensor: Optional Keras tensor to use as the model's input.
+        input_shape: Input shape without the batch axis, in the current
+            ``keras.config.image_data_format()``; spatial sizes may be ``None``.
+            Defaults to ``(None, None, 3)`` (any size), or to the config's
+            ``input_size`` when it has no adaptive pool and ``include_top=True``.
+        pooling: With ``include_top=False``: ``None`` (4D feature map), ``"avg"``
+            or ``"max"`` (global pooling to a 2D tensor).
+        classifier_activation: Activation of ``predictions``; ``None`` for logits.
+        name: Model name; defaults to ``config.name``.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: On any invalid argument, before anything is built.
+        FileNotFoundError: If converted weights are requested but absent and
+            cannot be converted here.
+    """
+    data_format = keras.config.image_data_format()
+    if pooling not in _POOLINGS:
+        raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if include_top and pooling is not None:
+        raise ValueError(
+            "`pooling` applies only with include_top=False (the top ends in `predictions`). "
+            f"Received: pooling={pooling!r}, include_top=True"
+        )
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
+    if classifier_activation is not None:
+        keras.activations.get(classifier_activation)  # raises on unknown names
+    shape = _check_input_shape(config, input_shape, input_tensor, include_top, data_format)
+    weights_path = None
+    if weights is not None:
+        from vgg_keras.weights import resolve_weights
+
+        weights_path = resolve_weights(weights, config, include_top=include_top)
+    if input_tensor is None:
+        img_input = keras.Input(shape=shape)
+        inputs = img_input
+    elif keras.backend.is_keras_tensor(input_tensor):
+        img_input = input_tensor
+        inputs = keras.src.ops.operation_utils.get_source_inputs(input_tensor)
+    else:
+        img_input = keras.Input(tensor=input_tensor, shape=shape)
+        inputs = img_input
+
+    channel_axis = 1 if data_format == "channels_first" else -1
+    x = img_input
+    for spec in layer_plan(config, include_top=include_top):
+        if spec.kind == "conv":
+            x = keras.layers.Conv2D(
+                spec.out_features,
+                (3, 3),
+                padding="same",
+                activation=None if config.batch_norm else "relu",
+                data_format=data_format,
+                name=spec.keras_name,
+            )(x)
+        elif spec.kind == "bn":
+            x = keras.layers.BatchNormalization(
+                axis=channel_axis,
+                epsilon=BN_EPSILON,
+                momentum=1.0 - BN_MOMENTUM_TORCH,
+                name=spec.keras_name,
+            )(x)
+        elif spec.kind == "relu" and spec.block and config.batch_norm:
+            x = keras.layers.Activation("relu", name=spec.keras_name)(x)
+        elif spec.kind == "pool":
+            x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=data_format, name=spec.keras_name)(x)
+            if spec.block == len(config.stages) and include_top:
+                if config.pool_size is not None:
+                    x = keras.layers.AdaptiveAveragePooling2D(config.pool_size, data_format=data_format, name="avgpool")(x)
+                x = keras.layers.Flatten(data_format=data_format, name="flatten")(x)
+        elif spec.kind == "dense":
+            last = spec.keras_name == "predictions"
+            x = keras.layers.Dense(
+                spec.out_features,
+                activation=classifier_activation if last else "relu",
+                name=spec.keras_name,
+            )(x)
+        elif spec.kind == "dropout":
+            x = keras.layers.Dropout(config.dropout, name=spec.keras_name)(x)
+    if not include_top:
+        if pooling == "avg":
+            x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="global_average_pooling2d")(x)
+        elif pooling == "max":
+            x = keras.layers.GlobalMaxPooling2D(data_format=data_format, name="global_max_pooling2d")(x)
+
+    model = keras.Model(inputs, x, name=name or config.name)
+    if weights_path is not None:
+        from vgg_keras.weights import load_converted_weights
+
+        load_converted_weights(model, weights_path, config, include_top=include_top)
+    return model
+
+
+def _check_input_shape(
+    config: VGGConfig,
+    input_shape: Sequence[int | None] | None,
+    input_tensor: keras.KerasTensor | None,
+    include_top: bool,
+    data_format: str,
+) -> tuple[int | None, int | None, int]:
+    """Validates and completes the input shape (without batch axis)."""
+    fixed = config.pool_size is None and include_top
+    if input_shape is None and input_tensor is not None and hasattr(input_tensor, "shape"):
+        input_shape = tuple(input_tensor.shape)[1:]
+    if input_shape is None:
+        h, w = config.input_size if fixed and config.input_size else (None, None)
+        return (config.in_channels, h, w) if data_format == "channels_first" else (h, w, config.in_channels)
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"`input_shape` must have 3 entries ({'channels, height, width' if data_format == 'channels_first' else 'height, width, channels'}), "
+            f"without the batch axis. Received: input_shape={input_shape!r}"
+        )
+    if data_format == "channels_first":
+        channels, h, w = shape
+    else:
+        h, w, channels = shape
+    if channels != config.in_channels:
+        raise ValueError(
+            f"`input_shape` must have {config.in_channels} channels on the "
+            f"{'first' if data_format == 'channels_first' else 'last'} axis ({data_format}). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    for side in (h, w):
+        if side is not None and (not isinstance(side, int) or side < config.min_input_size):
+            raise ValueError(
+                f"Input must be at least {config.min_input_size}x{config.min_input_size} px: "
+                f"{len(config.stages)} max pools halve it {len(config.stages)} times. Received: input_shape={input_shape!r}"
+            )
+    if fixed:
+        scale = 2 ** len(config.stages)
+        if h is None or w is None or (h // scale, w // scale) != config.head_grid:
+            raise ValueError(
+                f"This config has no adaptive pool, so include_top=True needs an input that leaves a "
+                f"{config.head_grid[0]}x{config.head_grid[1]} grid after {len(config.stages)} max pools, "
+                f"e.g. {config.input_size}. Received: input_shape={input_shape!r}"
+            )
+    return shape  # type: ignore[return-value]
+
+
+_DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
+
+    Same signature as ``keras.applications.VGG16``. The head follows torchvision
+    (adaptive 7x7 average pool, dropout), so ``include_top=True`` works at any
+    input size of at least 32x32 px.
+
+    Args:
+        include_top: Whether to include the classifier.
+        weights: ``None``, ``"converted"`` (torchvision's ImageNet weights,
+            converted and verified; {weights_names}), or the path of a
+            ``.weights.h5`` written by ``python -m parity.convert {arch}``.
+        input_tensor: Optional Keras tensor to use as the model's input.
+        input_shape: Input shape without the batch axis; defaults to ``(None, None, 3)``.
+        pooling: With ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
+        classes: Number of classes; must be 1000 with converted ImageNet weights.
+        classifier_activation: Activation of ``predictions``; ``None`` for logits.
+        name: Model name; defaults to ``"{arch}"``.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: On any invalid argument, before anything is built.
+    """
+
+
+def preset_builder(arch: str) -> Callable[..., keras.Model]:
+    """Returns the keras.applications-style builder of one torchvision preset.
+
+    Args:
+        arch: A :data:`parity.config.PRESETS` name.
+
+    Returns:
+        A function with keras.applications' VGG signature.
+    """
+    base = PRESETS[arch]
+
+    def builder(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_tensor: keras.KerasTensor | None = None,
+        input_shape: Sequence[int | None] | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: str | Callable[..., object] | None = "softmax",
+        name: str | None = None,
+    ) -> keras.Model:
+        try:
+            config = base.replace(num_classes=classes)
+        except ValueError:
+            raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+        return build_vgg(
+            config,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classifier_activation=classifier_activation,
+            name=name,
+        )
+
+    from parity.catalog import WEIGHTS
+
+    title = arch.upper().replace("VGG", "VGG").replace("_BN", " with batch norm")
+    builder.__name__ = builder.__qualname__ = arch.upper()
+    builder.__doc__ = _DOC.format(title=title, arch=arch, weights_names=", ".join(WEIGHTS[arch]))
+    return builder
