@@ -146,3 +146,31 @@ def test_import_does_not_load_torch() -> None:
     )
     result = run_python(code)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+#: Our Conv2D against the numpy formula: only float32 summation order differs.
+CONV_BIAS_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_conv_bias_right_when_width_equals_filters(data_format: str) -> None:
+    from vgg_keras.layers import Conv2D
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 12, 16)).astype(np.float32)  # NCHW, width 16 == filters
+    layer = Conv2D(16, 3, padding="same", data_format=data_format)
+    stock = keras.layers.Conv2D(16, 3, padding="same", data_format=data_format)
+    x_in = x if data_format == "channels_first" else x.transpose(0, 2, 3, 1)
+    layer.build(x_in.shape)
+    stock.build(x_in.shape)
+    kernel, bias = rng.standard_normal((3, 3, 8, 16)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    layer.set_weights([kernel, bias])
+    stock.set_weights([kernel, bias])
+    conv = np.asarray(keras.ops.conv(x_in, kernel, padding="same", data_format=data_format))
+    expected = conv + (bias[None, :, None, None] if data_format == "channels_first" else bias)
+    assert np.max(np.abs(np.asarray(layer(x_in)) - expected)) <= CONV_BIAS_ATOL
+    assert layer.__class__.__name__ == "Conv2D"  # weight files address layers by class name
+    if data_format == "channels_first":
+        # Documents the stock layer's mistake this class exists for; if a Keras
+        # release fixes it, this line fails and the workaround can go.
+        assert np.max(np.abs(np.asarray(stock(x_in)) - expected)) > 1e-2

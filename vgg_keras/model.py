@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
+from vgg_keras.layers import Conv2D
 
 __all__ = ["build_vgg", "preset_builder"]
 
@@ -93,7 +94,7 @@ def build_vgg(
     x = img_input
     for spec in layer_plan(config, include_top=include_top):
         if spec.kind == "conv":
-            x = keras.layers.Conv2D(
+            x = Conv2D(
                 spec.out_features,
                 (3, 3),
                 padding="same",
