@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from parity.config import PRESETS, VGGConfig
 from vgg_keras.model import build_vgg, preset_builder
+from vgg_keras.preprocessing import (
+    ImageClassificationPreprocessor,
+    decode_predictions,
+    preprocess_images,
+    preprocess_input,
+    preprocessor_for,
+)
 
 __all__ = [
     "VGG11",
@@ -22,6 +29,11 @@ __all__ = [
     "PRESETS",
     "VGGConfig",
     "build_vgg",
+    "ImageClassificationPreprocessor",
+    "decode_predictions",
+    "preprocess_images",
+    "preprocess_input",
+    "preprocessor_for",
 ]
 
 VGG11 = preset_builder("vgg11")
