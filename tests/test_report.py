@@ -1,0 +1,30 @@
+"""``python -m parity.report``: table, JSON and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from parity.compare import LOGIT_RTOL
+from parity.report import main
+
+
+def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vgg11", "vgg11_bn", "--sizes", "32", "40x64", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "| vgg11_bn | 40x64 |" in out.out and "[4/4]" in out.err
+    data = json.loads((tmp_path / "parity_report.json").read_text())
+    assert [c["arch"] for c in data["cases"]] == ["vgg11", "vgg11", "vgg11_bn", "vgg11_bn"]
+    assert all(c["max_rel"] <= LOGIT_RTOL and c["top1"] == 1.0 for c in data["cases"])
+    assert [b["name"] for b in data["cases"][0]["blocks"]] == ["block1", "block2", "block3", "block4", "block5", "logits"]
+    assert (tmp_path / "parity_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vgg17", "--out-dir", str(tmp_path)]) == 2
+    assert "Received: vgg17" in capsys.readouterr().err
+    assert main(["vgg11", "--out-dir", str(tmp_path / "missing")]) == 2
+    with pytest.raises(SystemExit):
+        main(["vgg11", "--sizes", "16"])
