@@ -85,7 +85,7 @@ def build_vgg(
         inputs = img_input
     elif keras.backend.is_keras_tensor(input_tensor):
         img_input = input_tensor
-        inputs = keras.src.ops.operation_utils.get_source_inputs(input_tensor)
+        inputs = keras.utils.get_source_inputs(input_tensor)
     else:
         img_input = keras.Input(tensor=input_tensor, shape=shape)
         inputs = img_input
@@ -251,7 +251,7 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
 
     from parity.catalog import WEIGHTS
 
-    title = arch.upper().replace("VGG", "VGG").replace("_BN", " with batch norm")
+    title = arch.upper().replace("_BN", " with batch norm")
     builder.__name__ = builder.__qualname__ = arch.upper()
     builder.__doc__ = _DOC.format(title=title, arch=arch, weights_names=", ".join(WEIGHTS[arch]))
     return builder
