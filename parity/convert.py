@@ -6,7 +6,15 @@ checkpoint (``--checkpoint``) or a random initialization (``--init``).
 Verification is on by default: the torch model and the Keras model run on one
 fixed batch and the file is written only if they agree.
 
-Exit codes: 0 success, 1 parity failure, 2 bad input.
+Exit codes: 0 success, 1 parity failure, 2 bad input (one line on stderr,
+ending in ``Received: ...``; nothing written), 130/143 interrupted (SIGINT or
+SIGTERM; temporary files removed, never a partial file under the target name).
+
+Everything that can be checked before the work starts is: the source (a
+checkpoint path must be a readable, non-empty regular file), the output path (suffix, folder exists and is writable, not a folder, not an
+existing file without ``--force``) and the report path. Every file (weights,
+sidecar, report) is written under a temporary name in its folder and renamed
+when complete.
 
 torch and torchvision are imported before Keras/TensorFlow in this process:
 the reverse order crashes the interpreter when torchvision pulls in triton
@@ -18,8 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir
-from parity.checkpoint import CheckpointError, check_finite, load_checkpoint, normalize_state_dict
-from parity.config import PRESETS, VGGConfig, get_config
+from parity.checkpoint import CheckpointError, check_checkpoint_path, check_dtypes, check_finite, load_checkpoint
+from parity.config import PRESETS, VGGConfig, get_config, layer_plan, torch_parameter_shapes
 from parity.converter import ConversionError, infer_num_classes
 
 __all__ = ["ConvertResult", "convert", "main"]
@@ -91,50 +100,146 @@ def _default_output(arch: str, args: argparse.Namespace, record: WeightsRecord |
 
 
 def _check_output(path: Path, force: bool, record: WeightsRecord | None) -> Path:
-    """Validates the output path before any work is done."""
+    """Validates the output path before any work is done.
+
+    Args:
+        path: The target ``.weights.h5``.
+        force: Whether an existing file may be replaced.
+        record: The torchvision weights being converted, if any (their
+            default target, Keras' cache, is created when missing).
+
+    Returns:
+        The path.
+
+    Raises:
+        UsageError: If the path is a folder, has another suffix, lies in a
+            missing or unwritable folder, exists (without ``force``), or is the
+            cache file of torchvision weights while converting something else.
+    """
+    shown = f"output={str(path)!r}"
+    if path.is_dir():
+        raise UsageError(f"Output is a directory: name a .weights.h5 file inside it. Received: {shown}")
     if not path.name.endswith(".weights.h5"):
-        raise UsageError(f"--output must end in .weights.h5 (Keras' weights format). Received: output={str(path)!r}")
+        raise UsageError(f"--output must end in .weights.h5 (Keras' weights format). Received: {shown}")
     cached = {r.keras_filename for recs in WEIGHTS.values() for r in recs.values()}
     if record is None and path.name in cached and path.parent.resolve() == cache_dir().resolve():
         raise UsageError(
             f"{path} is where weights='converted' looks for torchvision's weights; write random or local "
-            f"conversions elsewhere. Received: output={str(path)!r}"
+            f"conversions elsewhere. Received: {shown}"
         )
     if record is not None and path.parent == cache_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(
+                f"Keras' cache folder cannot be created ({e.strerror or type(e).__name__}): set KERAS_HOME to a writable "
+                f"folder or pass --output. Received: {shown}"
+            ) from None
     if not path.parent.is_dir():
-        raise UsageError(f"Output folder does not exist: create it first. Received: output={str(path)!r}")
+        raise UsageError(f"Output folder does not exist: create it first. Received: {shown}")
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise UsageError(f"Output folder is not writable: fix its permissions or pick another. Received: output={str(path)!r}")
-    if path.is_dir():
-        raise UsageError(f"Output is a directory: name a .weights.h5 file. Received: output={str(path)!r}")
+        raise UsageError(f"Output folder is not writable: fix its permissions or pick another. Received: {shown}")
     if path.exists() and not force:
-        raise UsageError(f"Output exists: pass --force to overwrite it. Received: output={str(path)!r}")
+        raise UsageError(f"Output exists: pass --force to overwrite it. Received: {shown}")
+    return path
+
+
+def _check_report(report: str | os.PathLike[str], out_path: Path) -> Path:
+    """Validates the ``--report`` path before any work is done.
+
+    Raises:
+        UsageError: If it is a folder, lies in a missing or unwritable folder,
+            or would overwrite the weights or their sidecar.
+    """
+    path = Path(report).expanduser()
+    shown = f"report={os.fspath(report)!r}"
+    if path.is_dir():
+        raise UsageError(f"Report is a directory: name a .json file inside it. Received: {shown}")
+    if not path.parent.is_dir():
+        raise UsageError(f"Report folder does not exist: create it first. Received: {shown}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"Report folder is not writable: fix its permissions or pick another. Received: {shown}")
+    if path.resolve() in (out_path.resolve(), Path(f"{out_path}.json").resolve()):
+        raise UsageError(f"Report would overwrite the converted weights or their sidecar: name another file. Received: {shown}")
     return path
 
 
 def _download(record: WeightsRecord, quiet: bool) -> dict[str, np.ndarray]:
-    """torchvision's weights download: hub cache, hash checked, progress bar."""
-    import urllib.error
+    """torchvision's weights, from torch's hub cache, downloaded with the hash checked.
+
+    The file is the one torchvision's ``Weights.get_state_dict(check_hash=True)``
+    uses, ``$TORCH_HOME/hub/checkpoints/<file name>``; one already there is used
+    as is, as torchvision does. A download goes to a temporary name in that
+    folder, which torch.hub removes when the transfer fails or the file's
+    sha256 does not start with the prefix in its name, so nothing is kept then.
+
+    Args:
+        record: The weights.
+        quiet: Whether to hide the progress bar.
+
+    Returns:
+        The state dict.
+
+    Raises:
+        UsageError: If the download fails or its hash does not match.
+        CheckpointError: If the cached file cannot be read as a checkpoint.
+    """
+    import http.client
 
     import torch
 
-    try:
-        # The same call torchvision's Weights.get_state_dict(check_hash=True) makes.
-        raw = torch.hub.load_state_dict_from_url(record.url, progress=not quiet, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-        raise UsageError(
-            f"Could not download {record.url} ({getattr(e, 'reason', e)}). Without network, convert a local file: "
-            f"python -m parity.convert {record.arch} --checkpoint PATH. Received: weights={record.name!r}"
-        ) from None
-    except RuntimeError as e:
-        if "hash" in str(e):
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = folder / record.filename
+    if not cached.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
             raise UsageError(
-                f"Downloaded {record.filename} does not match its sha256 prefix {record.hash_prefix}; it was discarded. "
-                f"Try again later. Received: {str(e).splitlines()[0]}"
+                f"torch's hub cache {folder} cannot be created ({e.strerror or type(e).__name__}): set TORCH_HOME to a "
+                f"writable folder. Received: weights={record.name!r}"
             ) from None
-        raise
-    return normalize_state_dict(raw, source=record.url)
+        _log(f"Downloading {record.url} to {cached}", quiet)
+        try:
+            torch.hub.download_url_to_file(record.url, os.fspath(cached), hash_prefix=record.hash_prefix, progress=not quiet)
+        except RuntimeError as e:
+            if "hash" not in str(e):
+                raise
+            raise UsageError(
+                f"Downloaded {record.filename} does not match the sha256 prefix {record.hash_prefix} in its name "
+                f"(corrupt transfer or altered file), so it was discarded; try again later. Received: {_first_line(e)}"
+            ) from None
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise UsageError(
+                f"Could not download {record.url} ({_first_line(reason)}). Without network, convert a local file: "
+                f"python -m parity.convert {record.arch} --checkpoint PATH. Received: weights={record.name!r}"
+            ) from None
+    try:
+        state, _ = load_checkpoint(cached)
+    except CheckpointError as e:
+        raise CheckpointError(f"The cached download {cached} is unusable; delete it to download it again. {e}") from None
+    return state
+
+
+def _expected_shapes(config: VGGConfig, include_top: bool) -> dict[str, tuple[int, ...]]:
+    """Every tensor a torchvision state dict of ``config`` holds, with its shape."""
+    expected = dict(torch_parameter_shapes(config, include_top))
+    for spec in layer_plan(config, include_top):
+        if spec.kind == "bn":
+            expected[f"{spec.torch_name}.running_mean"] = (spec.out_features,)
+            expected[f"{spec.torch_name}.running_var"] = (spec.out_features,)
+    return expected
+
+
+def _matching_preset(state: dict[str, np.ndarray], include_top: bool) -> str | None:
+    """The preset whose keys and shapes a state dict has exactly, if any."""
+    shapes = {k: tuple(np.shape(v)) for k, v in state.items() if not k.endswith(".num_batches_tracked")}
+    for arch, preset in PRESETS.items():
+        found = infer_num_classes(state, preset)
+        config = preset.replace(num_classes=found) if include_top and found else preset
+        if shapes == _expected_shapes(config, include_top):
+            return arch
+    return None
 
 
 def _random_state_dict(config: VGGConfig, init: str, seed: int) -> dict[str, np.ndarray]:
@@ -219,7 +324,8 @@ def convert(
         output: Target ``.weights.h5``; defaults to Keras' cache for torchvision
             weights and to the working directory otherwise.
         report: Optional JSON report path.
-        num_classes: Expected class count; must agree with the checkpoint.
+        num_classes: Expected class count; must agree with the checkpoint. With
+            ``init`` it sets the class count of the random model.
         verify_outputs: Whether to verify against torch before writing.
         force: Overwrite an existing output.
         quiet: No progress messages.
@@ -238,20 +344,26 @@ def convert(
         if name not in WEIGHTS[arch]:
             raise UsageError(f"{arch} has published weights {', '.join(WEIGHTS[arch])}. Received: --weights {name}")
         record = WEIGHTS[arch][name]
-    elif init is not None and init not in INIT_CHOICES:
-        raise UsageError(f"--init must be one of {', '.join(INIT_CHOICES)}. Received: --init {init}")
+        shown = f"weights={record.name!r}"
+    elif init is not None:
+        if init not in INIT_CHOICES:
+            raise UsageError(f"--init must be one of {', '.join(INIT_CHOICES)}. Received: --init {init}")
+        if not isinstance(seed, int) or seed < 0:
+            raise UsageError(f"--seed must be a non-negative integer. Received: --seed {seed}")
+        shown = f"init={init!r}"
+    else:
+        shown = f"checkpoint={os.fspath(checkpoint)!r}"
+        check_checkpoint_path(checkpoint)  # before the frameworks load: a wrong path fails in a second
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise UsageError(f"--num-classes must be a positive integer. Received: --num-classes {num_classes}")
     out_path = _check_output(Path(output).expanduser() if output else _default_output(arch, args, record), force, record)
-    report_path = None
-    if report is not None:
-        report_path = Path(report).expanduser()
-        if not report_path.parent.is_dir():
-            raise UsageError(f"Report folder does not exist: create it first. Received: report={str(report)!r}")
+    report_path = _check_report(report, out_path) if report is not None else None
 
     _import_frameworks()
     started = time.perf_counter()
     source: dict[str, object]
     if record is not None:
-        _log(f"Downloading {arch} {record.name} from {record.url} (hash-checked, cached by torch.hub)", quiet)
+        _log(f"Reading {arch} {record.name} (torch.hub cache, downloaded with its hash checked if absent)", quiet)
         state = _download(record, quiet)
         source = {"kind": "torchvision", "weights": record.name, "url": record.url}
     elif checkpoint is not None:
@@ -260,23 +372,29 @@ def convert(
         source = {"kind": "checkpoint", "path": os.fspath(Path(checkpoint).resolve()), "sha256": sha}
     else:
         _log(f"Initializing {arch} ({init}, seed {seed})", quiet)
-        state = _random_state_dict(base, str(init), seed)
+        state = _random_state_dict(base.replace(num_classes=num_classes or base.num_classes), str(init), seed)
         source = {"kind": init, "seed": seed}
 
+    _abort_if_interrupted()
     include_top = record is None or record.has_classifier
     if not include_top:
         dropped = [k for k in state if k.startswith("classifier.")]
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         _log(f"Dropped the classifier ({len(dropped)} tensors, NaN by design in {record.name}): features only", quiet)
-    check_finite(state)
+    what = f"checkpoint {checkpoint}" if checkpoint is not None else f"{arch} {record.name} checkpoint" if record is not None else "state dict"
+    check_finite(state, source=what)
+    check_dtypes(state, source=what)
     found = infer_num_classes(state, base)
     if include_top and found is None:
         raise ConversionError(
             f"State dict has no classifier.{3 * len(base.hidden)}.weight, so it is not a full {arch}: "
-            f"missing keys include the classifier. Received: {len(state)} keys"
+            f"missing keys include the classifier. Received: {shown} with {len(state)} tensors"
         )
     if num_classes is not None and found is not None and num_classes != found:
-        raise UsageError(f"--num-classes {num_classes} disagrees with the checkpoint's {found}-class classifier. Received: --num-classes {num_classes}")
+        raise UsageError(
+            f"--num-classes {num_classes} disagrees with the checkpoint's {found}-class classifier "
+            f"(classifier.{3 * len(base.hidden)}.weight has {found} rows). Received: --num-classes {num_classes}"
+        )
     config = base.replace(num_classes=found or base.num_classes)
 
     import keras
@@ -285,10 +403,21 @@ def convert(
     from parity.converter import assign_keras_weights, convert_state_dict
 
     _log(f"Converting {len(state)} tensors to Keras ({config.num_classes} classes{'' if include_top else ', no top'})", quiet)
-    converted = convert_state_dict(state, config, include_top=include_top)
+    try:
+        converted = convert_state_dict(state, config, include_top=include_top)
+    except ConversionError as e:
+        guess = _matching_preset(state, include_top)
+        hint = ""
+        if guess is not None and guess != arch and checkpoint is not None:
+            hint = f" These are {guess} weights: convert them with `python -m parity.convert {guess} --checkpoint PATH`."
+        raise ConversionError(f"{str(e).rstrip('.')}.{hint} Received: {shown} with {len(state)} tensors") from None
     model = vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None)
-    assign_keras_weights(model, converted)
+    try:
+        assign_keras_weights(model, converted)
+    except ConversionError as e:
+        raise ConversionError(f"{str(e).rstrip('.')}. Received: {shown} with {len(state)} tensors") from None
     del converted
+    _abort_if_interrupted()
 
     verification: dict[str, object] | None = None
     passed = True
@@ -296,17 +425,13 @@ def convert(
         _log(f"Verifying against torch on a fixed {VERIFY_BATCH}x3x{VERIFY_SIZE}x{VERIFY_SIZE} batch", quiet)
         verification, passed = verify(state, config, model, include_top)
         _log(str(verification["table"]), quiet)
-    if report_path is not None:
-        _write_json(report_path, {"arch": arch, "source": source, "verification": verification, "passed": passed})
-    if not passed:
-        _log(f"Parity check FAILED: {out_path} not written.", False)
-        return ConvertResult(None, verification, False)
+        _abort_if_interrupted()
 
     import tensorflow as tf
     import torch
     import torchvision
 
-    from vgg_keras.weights import save_converted_weights
+    from vgg_keras.weights import save_converted_weights, write_text_atomic
 
     meta = {
         "arch": arch,
@@ -325,7 +450,25 @@ def convert(
         if verification is None
         else {k: verification[k] for k in ("max_abs", "max_rel", "top1", "top5", "rtol", "input_shape")},
     }
-    sha = save_converted_weights(model, out_path, meta)
+    report_written = False
+    try:
+        if report_path is not None:
+            report_data = {"arch": arch, "source": source, "verification": verification, "passed": passed}
+            write_text_atomic(report_path, json.dumps(report_data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
+            report_written = True
+        if not passed:
+            _log(f"Parity check FAILED: {out_path} not written.", False)
+            return ConvertResult(None, verification, False)
+        sha = save_converted_weights(model, out_path, meta, before_commit=_abort_if_interrupted)
+    except BaseException as e:
+        if report_written and report_path is not None:
+            report_path.unlink(missing_ok=True)  # no report of a conversion whose weights were not written
+        if isinstance(e, OSError):
+            raise UsageError(
+                f"Could not write {out_path} ({e.strerror or _first_line(e)}); nothing was kept: free some space or pick "
+                f"another folder. Received: output={str(out_path)!r}"
+            ) from None
+        raise
     _log(f"Wrote {out_path} (sha256 {sha[:16]}..., {time.perf_counter() - started:.1f} s)", quiet)
     return ConvertResult(out_path, verification, True)
 
@@ -337,18 +480,6 @@ def _own_version() -> str:
         return version("vgg-parity")
     except PackageNotFoundError:
         return "unknown"
-
-
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,11 +497,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for --init (default 0)")
     parser.add_argument("--output", metavar="PATH", help="target .weights.h5 (default: Keras' cache for torchvision weights)")
     parser.add_argument("--report", metavar="PATH", help="write the verification report as JSON")
-    parser.add_argument("--num-classes", type=int, help="expected class count; must match the checkpoint")
+    parser.add_argument("--num-classes", type=int, help="expected class count; must match the checkpoint (with --init: the class count of the random model)")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with torch")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     return parser
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived: unwinds like KeyboardInterrupt, so temporary files are removed.
+
+    Attributes:
+        signum: The signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The last SIGTERM received by :func:`main`, kept in case library code swallows the exception.
+_received_signal: int | None = None
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    global _received_signal
+    _received_signal = signum
+    raise Interrupted(signum)
+
+
+def _abort_if_interrupted() -> None:
+    """Raises if a signal arrived, even one whose exception some library code swallowed."""
+    if _received_signal is not None:
+        raise Interrupted(_received_signal)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
+def _first_line(e: object) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,9 +548,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        0 on success, 1 on a parity failure, 2 on bad input.
+        0 on success, 1 on a parity failure, 2 on bad input (one line on
+        stderr, ending in ``Received: ...``), 128 + the signal number when
+        interrupted by SIGINT or SIGTERM (temporary files removed). Only 0
+        writes weights; 1 may write the report.
     """
+    global _received_signal
     args = build_parser().parse_args(argv)
+    import threading
+
+    _received_signal = None
+
+    handlers: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM,):
+            handlers[signum] = signal.signal(signum, _raise_interrupted)
+    previous_hook = sys.unraisablehook
+
+    def quiet_unraisable(info: object) -> None:
+        # A signal can land in a weakref callback or __del__, where Python prints and drops the
+        # exception; _received_signal keeps it, and the conversion stops at its next check.
+        if not isinstance(getattr(info, "exc_value", None), Interrupted):
+            previous_hook(info)  # type: ignore[arg-type]
+
+    sys.unraisablehook = quiet_unraisable
     try:
         result = convert(
             args.arch,
@@ -398,8 +587,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet=args.quiet,
         )
     except (UsageError, CheckpointError, ConversionError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {_one_line(e.strerror or str(e))}; nothing was written. Received: {e.filename or type(e).__name__}", file=sys.stderr)
+        return 2
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
+        print(
+            "error: interrupted before the conversion finished; no partial file was left under the target name. "
+            f"Received: {signal.Signals(signum).name}",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        sys.unraisablehook = previous_hook
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
     if result.output is not None:
         print(result.output)
     return 0 if result.passed else 1

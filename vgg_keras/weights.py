@@ -9,22 +9,35 @@ sha256 of the ``.weights.h5``, which loading checks.
 
 Files are written under a temporary name in the target folder, flushed, and
 renamed into place, so a killed writer never leaves a partial file under the
-target name. This module needs Keras and h5py, never torch.
+target name; writers of one folder hold an exclusive lock on the folder while
+they rename the weights and their sidecar, readers a shared one while they
+check and load, so a reader never pairs one writer's file with another's
+sidecar. Loading refuses, naming the file and the command that replaces it, a
+file that is truncated or corrupt, disagrees with its sidecar's hash, lacks its
+sidecar in the cache, or does not fit the model. This module needs Keras and
+h5py, never torch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; writes stay atomic, concurrent writers are not serialized
+    fcntl = None  # type: ignore[assignment]
 
 import h5py
 import keras
@@ -42,6 +55,7 @@ __all__ = [
     "read_record",
     "resolve_weights",
     "save_converted_weights",
+    "write_text_atomic",
 ]
 
 #: Format tag stored in every record; bumped if the layout of files changes.
@@ -138,13 +152,22 @@ def resolve_weights(weights: str, config: VGGConfig, *, include_top: bool) -> Pa
             f"Received: classes={config.num_classes}"
         )
     path = cache_dir() / record.keras_filename
+    if path.exists() and not path.is_file():
+        raise WeightsFileError(
+            f"{path} is not a regular file: remove it, then {_fix_command(path)}. Received: weights={weights!r}"
+        )
     if not path.exists():
         _convert_on_demand(record, path)
     return path
 
 
 def _convert_on_demand(record: WeightsRecord, path: Path) -> None:
-    """Runs ``python -m parity.convert`` in a child process to fill the cache."""
+    """Runs ``python -m parity.convert`` in a child process to fill the cache.
+
+    The child is given ``--force``: if another process converts the same
+    weights at the same time, both write a complete file and the last rename
+    wins, so neither fails on the other's file.
+    """
     command = f"python -m parity.convert {record.arch} --weights {record.name}"
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
         raise FileNotFoundError(
@@ -155,7 +178,10 @@ def _convert_on_demand(record: WeightsRecord, path: Path) -> None:
     print(f"Converting {record.arch} {record.name} into {path} (once) ...", file=sys.stderr, flush=True)
     # A separate interpreter: torch/torchvision load there first, TensorFlow after.
     result = subprocess.run(
-        [sys.executable, "-m", "parity.convert", record.arch, "--weights", record.name, "--output", os.fspath(path)],
+        [
+            sys.executable, "-m", "parity.convert", record.arch,
+            "--weights", record.name, "--output", os.fspath(path), "--force",
+        ],
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -164,6 +190,20 @@ def _convert_on_demand(record: WeightsRecord, path: Path) -> None:
             f"Converting {record.arch} {record.name} failed (exit code {result.returncode}; its message is above). "
             f"Fix that, or run `{command}` yourself. Received: weights='converted'"
         )
+
+
+def _fix_command(path: Path) -> str:
+    """How to replace a bad weights file, as advice for an error message."""
+    try:
+        in_cache = path.parent.resolve() == cache_dir().resolve()
+    except OSError:
+        in_cache = False
+    if in_cache:
+        for recs in WEIGHTS.values():
+            for r in recs.values():
+                if r.keras_filename == path.name:
+                    return f"run `python -m parity.convert {r.arch} --weights {r.name} --force` to replace it"
+    return f"convert it again with `python -m parity.convert ARCH ... --output {path} --force`"
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -187,13 +227,14 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     Raises:
         WeightsFileError: If the file is unreadable, corrupt or has no record.
     """
+    fix = _fix_command(Path(path))
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get(_ATTR)
-    except OSError as e:
+    except (OSError, ValueError, RuntimeError) as e:
         raise WeightsFileError(
-            f"{path} is not a readable HDF5 weights file (corrupt or truncated?): delete it and convert again. "
-            f"Received: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{path} is not a readable HDF5 weights file (corrupt or truncated): {fix}. "
+            f"Received: {type(e).__name__}: {_first_line(e)}"
         ) from None
     if raw is None:
         raise WeightsFileError(
@@ -203,10 +244,11 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     try:
         record = json.loads(raw)
     except (TypeError, ValueError):
-        raise WeightsFileError(f"{path} has an unreadable vgg-parity record: convert it again. Received: {raw!r:.80}") from None
+        raise WeightsFileError(f"{path} has an unreadable vgg-parity record: {fix}. Received: {raw!r:.80}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise WeightsFileError(
-            f"{path} was written in another format than {FORMAT}: convert it again. Received: format={record.get('format') if isinstance(record, dict) else record!r}"
+            f"{path} was written in another format than {FORMAT}: {fix}. "
+            f"Received: format={record.get('format') if isinstance(record, dict) else record!r}"
         )
     return record
 
@@ -215,6 +257,11 @@ def load_converted_weights(
     model: keras.Model, path: str | os.PathLike[str], config: VGGConfig, *, include_top: bool
 ) -> dict[str, object]:
     """Checks a converted file against its sidecar and the model, then loads it.
+
+    The sha256 of the file must equal the one in its sidecar ``<file>.json``;
+    in Keras' cache the sidecar is required, elsewhere it is checked when
+    present. Checking and loading happen under a shared lock on the folder, so
+    a concurrent writer cannot swap the file in between.
 
     Args:
         model: A model built from ``config``.
@@ -226,30 +273,48 @@ def load_converted_weights(
         The file's provenance record.
 
     Raises:
-        WeightsFileError: If the file is corrupt, its hash disagrees with its
-            sidecar, or its layers or class count do not fit the model.
+        WeightsFileError: If the file is corrupt or truncated, its hash
+            disagrees with its sidecar, its sidecar is missing (in the cache) or
+            unreadable, or its layers or class count do not fit the model. The
+            message names the file and the command that replaces it.
     """
     path = Path(path)
+    with _folder_lock(path.parent, shared=True):
+        return _check_and_load(model, path, config, include_top)
+
+
+def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_top: bool) -> dict[str, object]:
+    fix = _fix_command(path)
     in_cache = path.parent.resolve() == cache_dir().resolve()
     sidecar = sidecar_path(path)
     if sidecar.exists():
         try:
             expected = json.loads(sidecar.read_text())["sha256"]
+            if not isinstance(expected, str):
+                raise TypeError(expected)
         except (OSError, ValueError, KeyError, TypeError):
-            raise WeightsFileError(f"{sidecar} is unreadable: delete {path} and its sidecar and convert again. Received: {sidecar}") from None
-        actual = file_sha256(path)
+            raise WeightsFileError(
+                f"{sidecar} is unreadable or has no sha256, so {path.name} cannot be checked: {fix}. Received: {sidecar}"
+            ) from None
+        try:
+            actual = file_sha256(path)
+        except OSError as e:
+            raise WeightsFileError(f"{path} cannot be read ({e.strerror or type(e).__name__}): {fix}. Received: {path}") from None
         if actual != expected:
             raise WeightsFileError(
-                f"{path} does not match the sha256 in {sidecar.name} (corrupt or modified): delete both and convert again. "
-                f"Received: sha256={actual[:16]}..., expected {str(expected)[:16]}..."
+                f"{path} does not match the sha256 in {sidecar.name} (truncated, corrupt or modified), so it is not loaded: "
+                f"{fix}. Received: sha256={actual[:16]}..., expected {expected[:16]}..."
             )
     elif in_cache:
         raise WeightsFileError(
-            f"{path} has no {sidecar.name} beside it, so its integrity cannot be checked: delete it and convert again. "
+            f"{path} has no {sidecar.name} beside it, so its integrity cannot be checked and it is not loaded: {fix}. "
             f"Received: {path}"
         )
     record = read_record(path)
-    saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
+    try:
+        saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightsFileError(f"{path} has an invalid config in its record: {fix}. Received: {_first_line(e)}") from None
     for field in _SHAPE_FIELDS:
         if getattr(saved, field) != getattr(config, field):
             raise WeightsFileError(
@@ -268,66 +333,182 @@ def load_converted_weights(
             )
     try:
         model.load_weights(path)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise WeightsFileError(
-            f"{path} could not be loaded (corrupt?): delete it and convert again. Received: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {_first_line(e)}"
         ) from None
     return record
 
 
 @contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Serializes writers of one target (two conversions into one cache)."""
-    lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _folder_lock(folder: Path, *, shared: bool) -> Iterator[int | None]:
+    """Holds an advisory lock on a folder (not on a file in it: nothing is left behind).
+
+    Writers take it exclusively around their renames, readers shared around
+    check-and-load. Where locks are unavailable (no ``fcntl``, a file system
+    without ``flock``, an unreadable folder) this yields ``None`` and does not lock.
+
+    Yields:
+        The folder's open descriptor (for ``fsync``), or ``None``.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield None
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            except OSError:
+                pass
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
-def save_converted_weights(model: keras.Model, path: str | os.PathLike[str], record: dict[str, object]) -> str:
+def save_converted_weights(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    record: dict[str, object],
+    *,
+    before_commit: Callable[[], None] | None = None,
+) -> str:
     """Writes weights, embedded record and sidecar atomically.
 
     The weights go to a temporary ``.weights.h5`` in the target folder, get the
-    record as a root attribute, are flushed to disk and renamed over ``path``;
-    then the sidecar follows the same way. A writer killed at any point leaves
-    at most a temporary file, never a partial file under ``path``.
+    record as a root attribute and are flushed to disk; the sidecar is written
+    the same way; then, under an exclusive lock on the folder, both are renamed
+    over their targets and the folder is flushed. A writer killed at any point
+    leaves at most a hidden temporary file (``.<name>.*.tmp*``), never a
+    partial file under ``path``; on any exception the temporary files are
+    removed. SIGINT and SIGTERM are held back during the two renames (in the
+    main thread), so the weights and their sidecar are replaced together.
 
     Args:
         model: The Keras model holding the converted weights.
         path: Target ``.weights.h5`` path; its folder must exist.
         record: Provenance record (JSON-serializable), without ``sha256``.
+        before_commit: Called just before the renames; raising there abandons
+            the write (e.g. when a signal arrived while the file was written).
 
     Returns:
         The sha256 of the written file.
+
+    Raises:
+        ValueError: If ``path`` does not end in ``.weights.h5``.
+        OSError: If writing fails (disk full, permissions); nothing is left behind.
     """
     path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"Converted weights must be saved as a .weights.h5 file. Received: path={os.fspath(path)!r}")
     record = {"format": FORMAT, **record}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.weights.h5", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    tmp_sidecar = sidecar_path(tmp)
+    tmp_sidecar: Path | None = None
     try:
-        tmp.unlink()  # Keras refuses to overwrite without asking; let it create the file.
-        model.save_weights(tmp)
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files; the result should look like any saved file
+        model.save_weights(tmp, overwrite=True)
         with h5py.File(tmp, "a") as f:
             f.attrs[_ATTR] = json.dumps(record, sort_keys=True)
         _fsync(tmp)
         sha = file_sha256(tmp)
-        tmp_sidecar.write_text(json.dumps({**record, "sha256": sha}, indent=2, sort_keys=True) + "\n")
-        _fsync(tmp_sidecar)
-        with _locked(path):
+        tmp_sidecar = _write_temp(sidecar_path(path), json.dumps({**record, "sha256": sha}, indent=2, sort_keys=True) + "\n")
+        with _folder_lock(path.parent, shared=False) as folder, _signals_held():
+            if before_commit is not None:
+                before_commit()
             os.replace(tmp, path)
             os.replace(tmp_sidecar, sidecar_path(path))
+            if folder is not None:
+                _fsync_fd(folder)
         return sha
     finally:
         tmp.unlink(missing_ok=True)
-        tmp_sidecar.unlink(missing_ok=True)
+        if tmp_sidecar is not None:
+            tmp_sidecar.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, before_commit: Callable[[], None] | None = None) -> None:
+    """Writes a text file under a temporary name in its folder, then renames it.
+
+    Args:
+        path: Target path; its folder must exist.
+        text: The content.
+        before_commit: Called just before the rename; raising there abandons the write.
+
+    Raises:
+        OSError: If writing fails; no temporary file is left behind.
+    """
+    path = Path(path)
+    tmp = _write_temp(path, text)
+    try:
+        with _folder_lock(path.parent, shared=False) as folder, _signals_held():
+            if before_commit is not None:
+                before_commit()
+            os.replace(tmp, path)
+            if folder is not None:
+                _fsync_fd(folder)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back for a few renames, then delivers them to the usual handlers.
+
+    Only the main thread can set handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    signums = [signal.SIGINT, signal.SIGTERM]
+    previous = {s: signal.getsignal(s) for s in signums}
+    for s in signums:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
+
+
+def _write_temp(target: Path, text: str) -> Path:
+    """Writes ``text`` to a flushed temporary file beside ``target`` and returns its path."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(name, _file_mode())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH) & ~mask
 
 
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as f:
         f.flush()
         os.fsync(f.fileno())
+
+
+def _fsync_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
+        os.fsync(fd)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
