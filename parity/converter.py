@@ -143,13 +143,7 @@ def convert_state_dict(
         for k, shape in expected.items()
         if k in state_dict and tuple(np.shape(state_dict[k])) != shape
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
-    if wrong:
-        problems.append(f"shape mismatches: {_short(wrong)}")
+    problems = _problems({"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": wrong})
     if problems:
         raise ConversionError(
             f"State dict does not fit {config.name} ({'with' if include_top else 'without'} classifier, "
@@ -184,18 +178,19 @@ def assign_keras_weights(model: keras.Model, weights: Mapping[str, list[np.ndarr
             got = [tuple(a.shape) for a in arrays]
             if shapes != got:
                 wrong.append(f"{name} {got} != {shapes}")
-    problems = []
-    if unknown:
-        problems.append(f"layers not in the model: {_short(unknown)}")
-    if unassigned:
-        problems.append(f"model layers left unassigned: {_short(unassigned)}")
-    if wrong:
-        problems.append(f"shape mismatches: {_short(wrong)}")
+    problems = _problems(
+        {"layers not in the model": unknown, "model layers left unassigned": unassigned, "shape mismatches": wrong}
+    )
     if problems:
         raise ConversionError(f"Converted weights do not fit Keras model {model.name!r}: " + "; ".join(problems))
     for name, arrays in weights.items():
         for variable, array in zip(layers[name].weights, arrays, strict=True):
             variable.assign(array)
+
+
+def _problems(found: dict[str, list[str]]) -> list[str]:
+    """``"label: a, b, c"`` for every non-empty list of names."""
+    return [f"{label}: {_short(names)}" for label, names in found.items() if names]
 
 
 def _short(items: list[str], limit: int = 8) -> str:
