@@ -411,7 +411,8 @@ def convert(
         if guess is not None and guess != arch and checkpoint is not None:
             hint = f" These are {guess} weights: convert them with `python -m parity.convert {guess} --checkpoint PATH`."
         raise ConversionError(f"{str(e).rstrip('.')}.{hint} Received: {shown} with {len(state)} tensors") from None
-    model = vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None)
+    # Every kernel is assigned below: a random initialization would only cost time and memory.
+    model = vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None, kernel_initializer="zeros")
     try:
         assign_keras_weights(model, converted)
     except ConversionError as e:
@@ -426,6 +427,8 @@ def convert(
         verification, passed = verify(state, config, model, include_top)
         _log(str(verification["table"]), quiet)
         _abort_if_interrupted()
+
+    del state  # done with the torch-layout weights: free them before save_weights makes its temporary copies
 
     import tensorflow as tf
     import torch
