@@ -17,11 +17,14 @@ if TYPE_CHECKING:
     import keras
     import torch
 
+    from parity.config import VGGConfig
+
 __all__ = [
     "LOGIT_RTOL",
     "BlockDiff",
     "ParityError",
     "ParityReport",
+    "build_pair",
     "compare_outputs",
     "keras_forward",
     "torch_forward",
@@ -235,3 +238,38 @@ def keras_forward(model: keras.Model, x_nchw: np.ndarray, include_top: bool = Tr
     if include_top:
         out["logits"] = results[-1]
     return out
+
+
+def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple[torch.nn.Module, keras.Model]:
+    """The same weights in a torch reference and in a vgg_keras model ending in logits.
+
+    The reference is torchvision's own model when the config is one of its
+    presets, and :class:`vgg_torch.VGG` otherwise (torchvision builds only its
+    presets). The Keras model uses the current ``image_data_format()``.
+
+    Args:
+        config: The network.
+        state_dict: torchvision-layout weights (numpy).
+
+    Returns:
+        ``(torch model in eval mode, Keras model)``.
+    """
+    import torch
+    import torchvision
+
+    import vgg_keras
+    import vgg_torch
+    from parity.config import PRESETS
+    from parity.converter import assign_keras_weights, convert_state_dict
+
+    preset = PRESETS.get(config.name)
+    if preset is not None and preset.replace(num_classes=config.num_classes, dropout=config.dropout) == config:
+        reference = torchvision.models.get_model(
+            config.name, weights=None, init_weights=False, num_classes=config.num_classes, dropout=config.dropout
+        )
+    else:
+        reference = vgg_torch.build_vgg(config, init_weights=False)
+    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True)
+    model = vgg_keras.build_vgg(config, classifier_activation=None)
+    assign_keras_weights(model, convert_state_dict(state_dict, config))
+    return reference.eval(), model

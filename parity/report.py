@@ -60,26 +60,22 @@ def _pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
     import torchvision
 
     import vgg_keras
-    from parity.converter import assign_keras_weights, convert_state_dict
+    from parity.compare import build_pair
     from parity.random_weights import randomized_state_dict
 
     config = PRESETS[arch]
-    reference = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
-    if source == "converted":
-        from vgg_keras.weights import converted_weights_path
+    if source != "converted":
+        return build_pair(config, randomized_state_dict(config, seed))
+    from vgg_keras.weights import converted_weights_path
 
-        path = converted_weights_path(arch)
-        if not path.exists():
-            raise SystemExit(f"error: no converted weights at {path}: run `python -m parity.convert {arch}` first.")
-        record = get_weights_record(arch)
-        state = torch.hub.load_state_dict_from_url(record.url, progress=True, check_hash=True, weights_only=True)
-        reference.load_state_dict(state, strict=True)
-        model = vgg_keras.build_vgg(config, weights=os.fspath(path), classifier_activation=None)
-    else:
-        sd = randomized_state_dict(config, seed)
-        reference.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
-        model = vgg_keras.build_vgg(config, classifier_activation=None)
-        assign_keras_weights(model, convert_state_dict(sd, config))
+    path = converted_weights_path(arch)
+    if not path.exists():
+        raise SystemExit(f"error: no converted weights at {path}: run `python -m parity.convert {arch}` first.")
+    record = get_weights_record(arch)
+    reference = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
+    state = torch.hub.load_state_dict_from_url(record.url, progress=True, check_hash=True, weights_only=True)
+    reference.load_state_dict(state, strict=True)
+    model = vgg_keras.build_vgg(config, weights=os.fspath(path), classifier_activation=None)
     return reference, model
 
 

@@ -20,7 +20,7 @@ import torchvision
 
 import parity.converter
 import vgg_keras
-from parity.compare import LOGIT_RTOL, ParityError, compare_outputs, keras_forward, torch_forward
+from parity.compare import LOGIT_RTOL, ParityError, build_pair, compare_outputs, keras_forward, torch_forward
 from parity.config import PRESETS, VGGConfig
 from parity.converter import assign_keras_weights, convert_state_dict
 from parity.random_weights import randomized_state_dict
@@ -57,13 +57,9 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     arch = request.param
     cfg = PRESETS[arch]
     sd = randomized_state_dict(cfg, seed=list(PRESETS).index(arch))
-    reference = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
-    reference.load_state_dict(torch_state_dict(sd), strict=True)
-    weights = convert_state_dict(sd, cfg)
     keras.config.set_image_data_format("channels_last")
-    model = vgg_keras.build_vgg(cfg, classifier_activation=None)
-    assign_keras_weights(model, weights)
-    yield Pair(cfg, reference, model, weights)
+    reference, model = build_pair(cfg, sd)  # reference: torchvision's own model
+    yield Pair(cfg, reference, model, convert_state_dict(sd, cfg))
     keras.backend.clear_session()
 
 
@@ -117,23 +113,11 @@ def test_weights_load_into_keras_applications(arch: str, tmp_path: Path) -> None
 def test_tiny_configs(name: str, data_format: str) -> None:
     keras.config.set_image_data_format(data_format)
     cfg = TINY_CONFIGS[name]
-    sd = randomized_state_dict(cfg, seed=9)
-    reference = parity_reference(cfg, sd)
-    model = vgg_keras.build_vgg(cfg, classifier_activation=None)
-    assign_keras_weights(model, convert_state_dict(sd, cfg))
+    reference, model = build_pair(cfg, randomized_state_dict(cfg, seed=9))
     sizes = [(32, 32)] if cfg.pool_size is None else [(32, 32), (33, 57), (64, 64)]
     for size in sizes:
         x = _inputs(size, batch=3, seed=10)
         compare_outputs(torch_forward(reference, x), keras_forward(model, x)).check()
-
-
-def parity_reference(cfg: VGGConfig, sd: dict[str, np.ndarray]) -> torch.nn.Module:
-    """A torch reference for a custom config (torchvision only builds its presets)."""
-    import vgg_torch
-
-    model = vgg_torch.build_vgg(cfg, init_weights=False).eval()
-    model.load_state_dict(torch_state_dict(sd), strict=True)
-    return model
 
 
 def test_broken_converter_fails_and_names_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,11 +134,9 @@ def test_broken_converter_fails_and_names_the_block(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(parity.converter, "weight_map", swapped)
     cfg = TINY_CONFIGS["tiny_bn"]
-    sd = randomized_state_dict(cfg, seed=12)
-    model = vgg_keras.build_vgg(cfg, classifier_activation=None)
-    assign_keras_weights(model, parity.converter.convert_state_dict(sd, cfg))
+    reference, model = build_pair(cfg, randomized_state_dict(cfg, seed=12))
     x = _inputs((32, 32), batch=2)
-    report = compare_outputs(torch_forward(parity_reference(cfg, sd), x), keras_forward(model, x))
+    report = compare_outputs(torch_forward(reference, x), keras_forward(model, x))
     with pytest.raises(ParityError, match="diverge first at block1"):
         report.check()
 
