@@ -57,13 +57,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     """
     p = check_checkpoint_path(path)
     shown = f"checkpoint={os.fspath(path)!r}"
-    digest = hashlib.sha256()
     try:
         with open(p, "rb") as f:
             head = f.read(16)
-            digest.update(head)
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        sha = file_sha256(p)
     except OSError as e:
         raise CheckpointError(f"Checkpoint could not be read ({_os_reason(e)}): fix its permissions or copy it again. Received: {shown}") from None
     kind = _sniff(head)
@@ -76,7 +73,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         raw = _load_safetensors(p, shown)
     else:
         raw = _load_torch(p, shown)
-    return normalize_state_dict(raw, source=os.fspath(path)), digest.hexdigest()
+    return normalize_state_dict(raw, source=os.fspath(path)), sha
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, read in 1 MiB chunks.
+
+    Raises:
+        OSError: If the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,6 @@ h5py, never torch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -43,6 +42,7 @@ import h5py
 import keras
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir, get_weights_record
+from parity.checkpoint import file_sha256
 from parity.config import PRESETS, VGGConfig
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "WeightsFileError",
     "cache_dir",
     "converted_weights_path",
+    "file_sha256",
     "load_converted_weights",
     "preset_for",
     "read_record",
@@ -204,15 +205,6 @@ def _fix_command(path: Path) -> str:
                 if r.keras_filename == path.name:
                     return f"run `python -m parity.convert {r.arch} --weights {r.name} --force` to replace it"
     return f"convert it again with `python -m parity.convert ARCH ... --output {path} --force`"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
