@@ -91,12 +91,13 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _default_output(arch: str, args: argparse.Namespace, record: WeightsRecord | None) -> Path:
+def _default_output(arch: str, record: WeightsRecord | None, checkpoint: str | None, init: str | None, seed: int) -> Path:
+    """Keras' cache for torchvision weights; the working directory for anything else."""
     if record is not None:
         return cache_dir() / record.keras_filename
-    if args.checkpoint:
-        return Path.cwd() / f"{arch}_{Path(args.checkpoint).name.split('.')[0]}.weights.h5"
-    return Path.cwd() / f"{arch}_{args.init.replace('-', '_')}_seed{args.seed}.weights.h5"
+    if checkpoint:
+        return Path.cwd() / f"{arch}_{Path(checkpoint).name.split('.')[0]}.weights.h5"
+    return Path.cwd() / f"{arch}_{str(init).replace('-', '_')}_seed{seed}.weights.h5"
 
 
 def _check_output(path: Path, force: bool, record: WeightsRecord | None) -> Path:
@@ -336,7 +337,6 @@ def convert(
     Raises:
         UsageError, CheckpointError, ConversionError: On bad input; nothing is written.
     """
-    args = argparse.Namespace(checkpoint=checkpoint, init=init, seed=seed)
     base = get_config(arch)
     record = None
     if checkpoint is None and init is None:
@@ -356,7 +356,7 @@ def convert(
         check_checkpoint_path(checkpoint)  # before the frameworks load: a wrong path fails in a second
     if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
         raise UsageError(f"--num-classes must be a positive integer. Received: --num-classes {num_classes}")
-    out_path = _check_output(Path(output).expanduser() if output else _default_output(arch, args, record), force, record)
+    out_path = _check_output(Path(output).expanduser() if output else _default_output(arch, record, checkpoint, init, seed), force, record)
     report_path = _check_report(report, out_path) if report is not None else None
 
     _import_frameworks()
