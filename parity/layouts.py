@@ -2,7 +2,11 @@
 
 Each function says its source and target layout. They return views where the
 layout allows it; the one real reordering (the first dense layer's rows) makes
-exactly one copy.
+one copy of what it is given.
+
+Every transform maps torch's first axis (output features) to Keras' last axis,
+so ``f(x[a:b])`` equals ``f(x)[..., a:b]``: the file writer converts and writes
+a large tensor a slab of output features at a time.
 """
 
 from __future__ import annotations

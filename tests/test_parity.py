@@ -8,7 +8,7 @@ and names the first block that diverges.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -128,7 +128,7 @@ def test_broken_converter_fails_and_names_the_block(monkeypatch: pytest.MonkeyPa
         out = []
         for m in original(config, include_top):
             if m.keras_index in (2, 3) and m.torch_key.endswith(("running_mean", "running_var")):
-                m = parity.converter.WeightMapping(m.torch_key, m.keras_layer, 5 - m.keras_index, m.transform)
+                m = replace(m, keras_index=5 - m.keras_index)
             out.append(m)
         return _reorder(out)
 
