@@ -257,29 +257,32 @@ def _random_state_dict(config: VGGConfig, init: str, seed: int) -> dict[str, np.
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
-def verify(
-    state_dict: dict[str, np.ndarray],
-    config: VGGConfig,
-    keras_model: object,
-    include_top: bool,
-    size: int = VERIFY_SIZE,
-) -> tuple[dict[str, object], bool]:
-    """Runs the torch reference and the Keras model on one fixed batch.
+def verification_batch(config: VGGConfig, size: int = VERIFY_SIZE) -> np.ndarray:
+    """The fixed NCHW batch verification runs on."""
+    return np.random.default_rng(VERIFY_SEED).standard_normal((VERIFY_BATCH, config.in_channels, size, size), dtype=np.float32)
+
+
+def torch_reference(
+    state_dict: dict[str, np.ndarray], config: VGGConfig, x: np.ndarray, include_top: bool
+) -> dict[str, np.ndarray]:
+    """The torch model's block outputs (and logits) on a batch.
+
+    The model is built on the meta device and takes the state dict's arrays
+    as its tensors (``assign=True``), so no copy of the weights is made.
 
     Args:
         state_dict: The torchvision-layout weights (numpy).
         config: The network.
-        keras_model: Keras model holding the converted weights, ending in logits.
-        include_top: Whether to compare logits too.
-        size: Input side length.
+        x: NCHW input batch.
+        include_top: Whether to run the classifier too.
 
     Returns:
-        The report as a dict and whether it passed.
+        :func:`parity.compare.torch_forward`'s output.
     """
     import torch
 
     import vgg_torch
-    from parity.compare import compare_outputs, keras_forward, torch_forward
+    from parity.compare import torch_forward
 
     with torch.device("meta"):
         reference = vgg_torch.build_vgg(config, init_weights=False)
@@ -291,8 +294,36 @@ def verify(
         reference.features.load_state_dict(
             {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True, assign=True
         )
-    x = np.random.default_rng(VERIFY_SEED).standard_normal((VERIFY_BATCH, config.in_channels, size, size), dtype=np.float32)
-    report = compare_outputs(torch_forward(reference, x, include_top), keras_forward(keras_model, x, include_top))  # type: ignore[arg-type]
+    return torch_forward(reference, x, include_top)
+
+
+def verify_file(
+    path: str | os.PathLike[str], config: VGGConfig, reference: dict[str, np.ndarray], x: np.ndarray, include_top: bool
+) -> tuple[dict[str, object], bool]:
+    """Loads a written ``.weights.h5`` into a Keras model and compares it with the torch outputs.
+
+    Args:
+        path: The converted file.
+        config: The network.
+        reference: :func:`torch_reference`'s outputs on ``x``.
+        x: The NCHW batch the reference ran on.
+        include_top: Whether to compare logits too.
+
+    Returns:
+        The report as a dict and whether it passed.
+
+    Raises:
+        ConversionError: If the file does not fit the Keras model.
+    """
+    import vgg_keras
+    from parity.compare import compare_outputs, keras_forward
+    from parity.converter import read_keras_weights
+    from vgg_keras.layers import Unfilled
+
+    # Every kernel is overwritten right away (strictly: a kernel the file lacks is an error).
+    model = vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None, kernel_initializer=Unfilled())
+    read_keras_weights(model, path)
+    report = compare_outputs(reference, keras_forward(model, x, include_top))
     d = report.to_dict()
     d["input_shape"] = list(x.shape)
     d["table"] = report.table()
@@ -398,43 +429,23 @@ def convert(
     config = base.replace(num_classes=found or base.num_classes)
 
     import keras
+    import tensorflow as tf
+    import torch
+    import torchvision
 
-    import vgg_keras
-    from parity.converter import assign_keras_weights, convert_state_dict
+    from parity.converter import check_state_dict, write_keras_weights
+    from vgg_keras.weights import stage_converted_weights, write_text_atomic
 
-    _log(f"Converting {len(state)} tensors to Keras ({config.num_classes} classes{'' if include_top else ', no top'})", quiet)
+    tensors = len(state)
+    _log(f"Converting {tensors} tensors to Keras ({config.num_classes} classes{'' if include_top else ', no top'})", quiet)
     try:
-        converted = convert_state_dict(state, config, include_top=include_top)
+        check_state_dict(state, config, include_top=include_top)
     except ConversionError as e:
         guess = _matching_preset(state, include_top)
         hint = ""
         if guess is not None and guess != arch and checkpoint is not None:
             hint = f" These are {guess} weights: convert them with `python -m parity.convert {guess} --checkpoint PATH`."
-        raise ConversionError(f"{str(e).rstrip('.')}.{hint} Received: {shown} with {len(state)} tensors") from None
-    # Every kernel is assigned below: a random initialization would only cost time and memory.
-    model = vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None, kernel_initializer="zeros")
-    try:
-        assign_keras_weights(model, converted)
-    except ConversionError as e:
-        raise ConversionError(f"{str(e).rstrip('.')}. Received: {shown} with {len(state)} tensors") from None
-    del converted
-    _abort_if_interrupted()
-
-    verification: dict[str, object] | None = None
-    passed = True
-    if verify_outputs:
-        _log(f"Verifying against torch on a fixed {VERIFY_BATCH}x3x{VERIFY_SIZE}x{VERIFY_SIZE} batch", quiet)
-        verification, passed = verify(state, config, model, include_top)
-        _log(str(verification["table"]), quiet)
-        _abort_if_interrupted()
-
-    del state  # done with the torch-layout weights: free them before save_weights makes its temporary copies
-
-    import tensorflow as tf
-    import torch
-    import torchvision
-
-    from vgg_keras.weights import save_converted_weights, write_text_atomic
+        raise ConversionError(f"{str(e).rstrip('.')}.{hint} Received: {shown} with {tensors} tensors") from None
 
     meta = {
         "arch": arch,
@@ -449,20 +460,35 @@ def convert(
             "tensorflow": tf.__version__,
             "numpy": np.__version__,
         },
-        "verification": None
-        if verification is None
-        else {k: verification[k] for k in ("max_abs", "max_rel", "top1", "top5", "rtol", "input_shape")},
+        "verification": None,
     }
+    verification: dict[str, object] | None = None
+    passed = True
     report_written = False
     try:
-        if report_path is not None:
-            report_data = {"arch": arch, "source": source, "verification": verification, "passed": passed}
-            write_text_atomic(report_path, json.dumps(report_data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
-            report_written = True
-        if not passed:
-            _log(f"Parity check FAILED: {out_path} not written.", False)
-            return ConvertResult(None, verification, False)
-        sha = save_converted_weights(model, out_path, meta, before_commit=_abort_if_interrupted)
+        # The .weights.h5 is written straight from the torch tensors, then (verifying) loaded into a Keras
+        # model and run: the file checked is the file kept, and the torch weights are freed before the
+        # Keras model exists, so the two are never in memory together.
+        with stage_converted_weights(out_path) as staged:
+            write_keras_weights(state, config, staged.path, include_top=include_top)
+            _abort_if_interrupted()
+            if verify_outputs:
+                _log(f"Verifying against torch on a fixed {VERIFY_BATCH}x3x{VERIFY_SIZE}x{VERIFY_SIZE} batch", quiet)
+                x = verification_batch(config)
+                reference = torch_reference(state, config, x, include_top)
+                del state
+                verification, passed = verify_file(staged.path, config, reference, x, include_top)
+                meta["verification"] = {k: verification[k] for k in ("max_abs", "max_rel", "top1", "top5", "rtol", "input_shape")}
+                _log(str(verification["table"]), quiet)
+                _abort_if_interrupted()
+            if report_path is not None:
+                report_data = {"arch": arch, "source": source, "verification": verification, "passed": passed}
+                write_text_atomic(report_path, json.dumps(report_data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
+                report_written = True
+            if not passed:
+                _log(f"Parity check FAILED: {out_path} not written.", False)
+                return ConvertResult(None, verification, False)
+            sha = staged.commit(meta, before_commit=_abort_if_interrupted)
     except BaseException as e:
         if report_written and report_path is not None:
             report_path.unlink(missing_ok=True)  # no report of a conversion whose weights were not written
@@ -471,6 +497,8 @@ def convert(
                 f"Could not write {out_path} ({e.strerror or _first_line(e)}); nothing was kept: free some space or pick "
                 f"another folder. Received: output={str(out_path)!r}"
             ) from None
+        if isinstance(e, ConversionError):
+            raise ConversionError(f"{str(e).rstrip('.')}. Received: {shown} with {tensors} tensors") from None
         raise
     _log(f"Wrote {out_path} (sha256 {sha[:16]}..., {time.perf_counter() - started:.1f} s)", quiet)
     return ConvertResult(out_path, verification, True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
-from vgg_keras.layers import Conv2D
+from vgg_keras.layers import Conv2D, Unfilled
 
 __all__ = ["build_vgg", "preset_builder"]
 
@@ -55,10 +55,11 @@ def build_vgg(
         classifier_activation: Activation of ``predictions``; ``None`` for logits.
         name: Model name; defaults to ``config.name``.
         kernel_initializer: Initializer of the convolution and dense kernels.
-            ``None`` means Keras' ``"glorot_uniform"``, or ``"zeros"`` when
-            ``weights`` is given: the file overwrites every kernel, and a random
-            initialization of VGG16's 138M parameters takes about a second and
-            0.8 GB of temporary buffers, which TensorFlow's allocator keeps.
+            ``None`` means Keras' ``"glorot_uniform"``, or
+            :class:`vgg_keras.layers.Unfilled` when ``weights`` is given: the
+            file overwrites every kernel, and a random initialization of
+            VGG16's 138M parameters takes about a second and 0.8 GB of
+            temporary buffers, which TensorFlow's allocator keeps.
 
     Returns:
         A functional ``keras.Model``.
@@ -87,7 +88,7 @@ def build_vgg(
 
         weights_path = resolve_weights(weights, config, include_top=include_top)
     if kernel_initializer is None:
-        kernel_initializer = "glorot_uniform" if weights_path is None else "zeros"
+        kernel_initializer = "glorot_uniform" if weights_path is None else Unfilled()
     if input_tensor is None:
         img_input = keras.Input(shape=shape)
         inputs = img_input

@@ -43,6 +43,7 @@ import keras
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir, get_weights_record
 from parity.checkpoint import file_sha256
+from parity.converter import read_keras_weights
 from parity.config import PRESETS, VGGConfig
 
 __all__ = [
@@ -55,7 +56,8 @@ __all__ = [
     "preset_for",
     "read_record",
     "resolve_weights",
-    "save_converted_weights",
+    "StagedWeights",
+    "stage_converted_weights",
     "write_text_atomic",
 ]
 
@@ -211,7 +213,7 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     """Reads the provenance record embedded in a converted weights file.
 
     Args:
-        path: A ``.weights.h5`` written by :func:`save_converted_weights`.
+        path: A ``.weights.h5`` written by ``python -m parity.convert``.
 
     Returns:
         The record.
@@ -324,7 +326,7 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
                 f"Received: classes={config.num_classes}"
             )
     try:
-        model.load_weights(path)
+        read_keras_weights(model, path, strict=False)  # a full model's file also serves include_top=False
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise WeightsFileError(
             f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {_first_line(e)}"
@@ -359,66 +361,96 @@ def _folder_lock(folder: Path, *, shared: bool) -> Iterator[int | None]:
         os.close(fd)  # closing releases the lock
 
 
-def save_converted_weights(
-    model: keras.Model,
-    path: str | os.PathLike[str],
-    record: dict[str, object],
-    *,
-    before_commit: Callable[[], None] | None = None,
-) -> str:
-    """Writes weights, embedded record and sidecar atomically.
+class StagedWeights:
+    """A converted weights file being written under a temporary name beside its target.
 
-    The weights go to a temporary ``.weights.h5`` in the target folder, get the
-    record as a root attribute and are flushed to disk; the sidecar is written
-    the same way; then, under an exclusive lock on the folder, both are renamed
-    over their targets and the folder is flushed. A writer killed at any point
-    leaves at most a hidden temporary file (``.<name>.*.tmp*``), never a
-    partial file under ``path``; on any exception the temporary files are
-    removed. SIGINT and SIGTERM are held back during the two renames (in the
-    main thread), so the weights and their sidecar are replaced together.
+    Made by :func:`stage_converted_weights`. Write the ``.weights.h5`` to
+    :attr:`path`, then :meth:`commit` it.
+
+    Attributes:
+        path: The temporary ``.weights.h5`` to write.
+        target: Where :meth:`commit` puts it.
+    """
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.path = path
+        self.target = target
+        self._sidecar: Path | None = None
+
+    def commit(self, record: dict[str, object], *, before_commit: Callable[[], None] | None = None) -> str:
+        """Embeds the record, writes the sidecar and renames both into place.
+
+        The record goes into the file's root attribute, the file is flushed to
+        disk and hashed, the sidecar is written the same way; then, under an
+        exclusive lock on the folder, both are renamed over their targets and
+        the folder is flushed. SIGINT and SIGTERM are held back during the two
+        renames (in the main thread), so the weights and their sidecar are
+        replaced together.
+
+        Args:
+            record: Provenance record (JSON-serializable), without ``sha256``.
+            before_commit: Called just before the renames; raising there
+                abandons the write (e.g. when a signal arrived meanwhile).
+
+        Returns:
+            The sha256 of the committed file.
+
+        Raises:
+            OSError: If writing fails (disk full, permissions).
+        """
+        record = {"format": FORMAT, **record}
+        with h5py.File(self.path, "a") as f:
+            f.attrs[_ATTR] = json.dumps(record, sort_keys=True)
+        _fsync(self.path)
+        sha = file_sha256(self.path)
+        self._sidecar = _write_temp(
+            sidecar_path(self.target), json.dumps({**record, "sha256": sha}, indent=2, sort_keys=True) + "\n"
+        )
+        with _folder_lock(self.target.parent, shared=False) as folder, _signals_held():
+            if before_commit is not None:
+                before_commit()
+            os.replace(self.path, self.target)
+            os.replace(self._sidecar, sidecar_path(self.target))
+            if folder is not None:
+                _fsync_fd(folder)
+        return sha
+
+    def _discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self._sidecar is not None:
+            self._sidecar.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stage_converted_weights(path: str | os.PathLike[str]) -> Iterator[StagedWeights]:
+    """A temporary ``.weights.h5`` beside ``path``, removed on exit unless committed.
+
+    A writer killed at any point leaves at most a hidden temporary file
+    (``.<name>.*.tmp*``), never a partial file under ``path``; on any exception,
+    or when the block ends without :meth:`StagedWeights.commit`, the temporary
+    files are removed.
 
     Args:
-        model: The Keras model holding the converted weights.
         path: Target ``.weights.h5`` path; its folder must exist.
-        record: Provenance record (JSON-serializable), without ``sha256``.
-        before_commit: Called just before the renames; raising there abandons
-            the write (e.g. when a signal arrived while the file was written).
 
-    Returns:
-        The sha256 of the written file.
+    Yields:
+        The staged file.
 
     Raises:
         ValueError: If ``path`` does not end in ``.weights.h5``.
-        OSError: If writing fails (disk full, permissions); nothing is left behind.
+        OSError: If the temporary file cannot be created.
     """
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"Converted weights must be saved as a .weights.h5 file. Received: path={os.fspath(path)!r}")
-    record = {"format": FORMAT, **record}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.weights.h5", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
-    tmp_sidecar: Path | None = None
+    staged = StagedWeights(Path(tmp_name), path)
     try:
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files; the result should look like any saved file
-        model.save_weights(tmp, overwrite=True)
-        with h5py.File(tmp, "a") as f:
-            f.attrs[_ATTR] = json.dumps(record, sort_keys=True)
-        _fsync(tmp)
-        sha = file_sha256(tmp)
-        tmp_sidecar = _write_temp(sidecar_path(path), json.dumps({**record, "sha256": sha}, indent=2, sort_keys=True) + "\n")
-        with _folder_lock(path.parent, shared=False) as folder, _signals_held():
-            if before_commit is not None:
-                before_commit()
-            os.replace(tmp, path)
-            os.replace(tmp_sidecar, sidecar_path(path))
-            if folder is not None:
-                _fsync_fd(folder)
-        return sha
+        os.chmod(staged.path, _file_mode())  # mkstemp makes 0600 files; the result should look like any saved file
+        yield staged
     finally:
-        tmp.unlink(missing_ok=True)
-        if tmp_sidecar is not None:
-            tmp_sidecar.unlink(missing_ok=True)
+        staged._discard()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, before_commit: Callable[[], None] | None = None) -> None:
