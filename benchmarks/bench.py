@@ -17,9 +17,10 @@ Four measurements, printed as markdown tables and saved as JSON:
    processes reach every cell alike. Ratios are taken per round, between
    samples measured seconds apart, then summarized.
 2. Conversion of vgg16 with ``python -m parity.convert``: wall time and peak
-   RSS, with and without verification, against a bare floor (load a ``.pth``,
-   build the Keras model, assign, save) and the import footprint of torch,
-   torchvision and Keras.
+   RSS, with and without verification, against the import footprint of torch,
+   torchvision and Keras, a bare floor (load a ``.pth`` and write its tensors
+   to HDF5 as they are) and the Keras route (load, build the Keras model,
+   assign, ``save_weights``).
 3. Cold load: a fresh process to its first logits with
    ``vgg_keras.VGG16(weights=PATH)`` and with
    ``keras.applications.VGG16(weights=PATH2)``, files of the same size.
@@ -31,9 +32,9 @@ own ``ru_maxrss`` (from ``os.wait4``). Each sample also records how much CPU
 other processes used meanwhile (``/proc/stat`` minus the worker's own CPU
 time), because on a shared machine that is the main source of noise.
 
-torch and TensorFlow never share a worker; the one child that needs both (the
-conversion floor) imports torch and torchvision first, as importing torchvision
-after TensorFlow crashes the interpreter.
+torch and TensorFlow never share a worker; the children that need both (the
+conversions) import torch and torchvision first, as importing torchvision after
+TensorFlow crashes the interpreter.
 """
 
 from __future__ import annotations
@@ -1002,6 +1003,8 @@ def _child_main(argv: list[str]) -> None:
         keras.applications.VGG16(weights=None, classifier_activation=None).save_weights(rest[0])
     elif name == "floor":
         _child_floor(rest[0], rest[1])
+    elif name == "keras-route":
+        _child_keras_route(rest[0], rest[1])
     elif name == "cold":
         _child_cold(rest[0], rest[1], float(rest[2]))
     elif name == "trace-convert":
@@ -1011,7 +1014,21 @@ def _child_main(argv: list[str]) -> None:
 
 
 def _child_floor(pth: str, out: str) -> None:
-    """The bare conversion: load a .pth, build the Keras model, assign, save; no checks."""
+    """The floor of any conversion: load a .pth and write its tensors to HDF5 as they are (no layout change)."""
+    import h5py
+    import torch
+    import torchvision  # noqa: F401  (the same imports as the converter, torch first)
+
+    import keras  # noqa: F401
+
+    state = torch.load(pth, map_location="cpu", weights_only=True)
+    with h5py.File(out, "w") as f:
+        for key, tensor in state.items():
+            f[key] = tensor.numpy()
+
+
+def _child_keras_route(pth: str, out: str) -> None:
+    """Conversion through a Keras model: load a .pth, build the model, assign, ``save_weights``; no checks."""
     import torch
     import torchvision  # noqa: F401  (the same imports as the converter, torch first)
 
@@ -1096,7 +1113,6 @@ def _child_trace_convert(cli_args: list[str]) -> None:
 
     import parity.convert as pc
     import parity.converter as pconv
-    import vgg_keras
     import vgg_keras.weights as vw
 
     def status() -> dict[str, float]:
@@ -1135,11 +1151,10 @@ def _child_trace_convert(cli_args: list[str]) -> None:
     for module, name in [
         (pc, "_random_state_dict"),
         (pc, "load_checkpoint"),
-        (pconv, "convert_state_dict"),
-        (vgg_keras, "build_vgg"),
-        (pconv, "assign_keras_weights"),
-        (pc, "verify"),
-        (vw, "save_converted_weights"),
+        (pconv, "write_keras_weights"),
+        (pc, "torch_reference"),
+        (pc, "verify_file"),
+        (vw.StagedWeights, "commit"),
     ]:
         wrap(module, name)
     code = pc.main(cli_args)
@@ -1186,18 +1201,22 @@ def run_conversion_and_cold(args: argparse.Namespace, env: dict[str, str], workd
             py, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force", "--quiet",
             "--output", str(workdir / "vgg16_ckpt.weights.h5"),
         ],
-        "floor: load .pth, build, assign, save": [py, me, "--child", "floor", str(pth), str(workdir / "vgg16_floor.weights.h5")],
+        "floor: load .pth, write its tensors to HDF5": [py, me, "--child", "floor", str(pth), str(workdir / "vgg16_floor.h5")],
+        "Keras route: load .pth, build, assign, save_weights": [
+            py, me, "--child", "keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5"),
+        ],
     }
     runs: dict[str, list[ChildRun]] = {k: [] for k in commands}
     names = list(commands)
     for r in range(args.conversion_repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             runs[name].append(child(name, commands[name]))
-    trace = None
+    trace: dict[str, list[dict[str, Any]]] = {}
     if not args.quick:
-        t = child("phase trace of the CLI (--no-verify)", [py, me, "--child", "trace-convert", "vgg16", "--init", "random",
-                                                         "--no-verify", "--force", "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")])
-        trace = json.loads(t.stdout.strip().splitlines()[-1])["phases"]
+        for label, extra in [("--no-verify", ["--no-verify"]), ("verifying", [])]:
+            t = child(f"phase trace of the CLI ({label})", [py, me, "--child", "trace-convert", "vgg16", "--init", "random",
+                                                            *extra, "--force", "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")])
+            trace[label] = json.loads(t.stdout.strip().splitlines()[-1])["phases"]
 
     cold: dict[str, list[ChildRun]] = {"vgg_keras.VGG16(weights=PATH)": [], "keras.applications.VGG16(weights=PATH2)": []}
     for r in range(args.cold_repeats):
@@ -1357,12 +1376,12 @@ def markdown(results: dict[str, Any]) -> str:
             mult = f"{row['x_checkpoint']:.2f}" if "x_checkpoint" in row else "-"
             out.append(f"| {row['run']} | {_rng(row['wall_s'], '.1f')} | {row['peak_mib']:.0f} | {above} | {mult} | {row['others_share']:.0%} |")
         out.append("")
-        if cc.get("trace"):
-            out.append("Phases of `python -m parity.convert vgg16 --init random --no-verify` (RSS after the phase; peak within it):")
+        for label, phases in (cc.get("trace") or {}).items():
+            out.append(f"Phases of `python -m parity.convert vgg16 --init random` ({label}; RSS after the phase; peak within it):")
             out.append("")
             out.append("| phase | s | RSS after MiB | peak in phase MiB |")
             out.append("|---|---:|---:|---:|")
-            for p in cc["trace"]:
+            for p in phases:
                 out.append(f"| {p['phase']} | {p['s']:.1f} | {p['rss_mib']:.0f} | {p['peak_mib']:.0f} |")
             out.append("")
         out.append(f"Cold load, fresh process to first logits (batch 1); files: "

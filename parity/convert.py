@@ -3,8 +3,11 @@
 Sources, one at a time: torchvision's published weights (``--weights``, the
 default, downloaded into torch's hub cache with the hash checked), a local
 checkpoint (``--checkpoint``) or a random initialization (``--init``).
-Verification is on by default: the torch model and the Keras model run on one
-fixed batch and the file is written only if they agree.
+The ``.weights.h5`` is written straight from the torch tensors under a
+temporary name (:func:`parity.converter.write_keras_weights`; no Keras model of
+the network). Verification is on by default: the torch model runs on one fixed
+batch, its weights are freed, the written file is loaded into a Keras model
+that runs the same batch, and the file is renamed into place only if they agree.
 
 Exit codes: 0 success, 1 parity failure, 2 bad input (one line on stderr,
 ending in ``Received: ...``; nothing written), 130/143 interrupted (SIGINT or

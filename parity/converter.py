@@ -242,7 +242,8 @@ def keras_file_layout(config: VGGConfig, include_top: bool = True) -> KerasFileL
         The layout.
 
     Raises:
-        ConversionError: If this Keras version writes files without layer names.
+        ConversionError: If this Keras version does not save each layer as
+            one group named after it, holding datasets ``0..n-1``.
     """
     import h5py
 
@@ -261,9 +262,13 @@ def keras_file_layout(config: VGGConfig, include_top: bool = True) -> KerasFileL
         model.save_weights(path)
         with h5py.File(path, "r") as f:
 
+            datasets: set[str] = set()
+
             def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
                 if isinstance(obj, h5py.Group):
                     groups.append((name, tuple((k, v) for k, v in obj.attrs.items())))
+                else:
+                    datasets.add(name)
 
             groups.append(("/", tuple((k, v) for k, v in f.attrs.items())))
             f.visititems(visit)
@@ -271,12 +276,14 @@ def keras_file_layout(config: VGGConfig, include_top: bool = True) -> KerasFileL
                 if not layer.weights:
                     continue
                 found = [name for name, attrs in groups if name.endswith("/vars") and dict(attrs).get("name") == layer.name]
-                if len(found) != 1:
+                paths = tuple(f"{found[0]}/{i}" for i in range(len(layer.weights))) if len(found) == 1 else ()
+                if not paths or {p for p in datasets if p.startswith(f"{found[0]}/")} != set(paths):
                     raise ConversionError(
-                        f"Keras {_keras_version()} does not record layer names in .weights.h5 files, so the converter "
-                        f"cannot place {layer.name!r}; use keras>=3.13. Received: {len(found)} groups named {layer.name!r}"
+                        f"Keras {_keras_version()} does not save {layer.name!r} as one group named after the layer with "
+                        f"datasets 0..{len(layer.weights) - 1}, so the converter cannot place its weights; use the Keras "
+                        f"version in uv.lock. Received: {len(found)} groups named {layer.name!r}"
                     )
-                variables[layer.name] = tuple(f"{found[0]}/{i}" for i in range(len(layer.weights)))
+                variables[layer.name] = paths
     return KerasFileLayout(tuple(groups), variables)
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import torch
@@ -94,6 +95,10 @@ def test_checkpoint_formats_convert_alike(ten_class_checkpoints: dict[str, Path]
         vgg_keras.VGG11_BN(weights=str(tmp_path / "bare.weights.h5"))
     features = vgg_keras.VGG11_BN(weights=str(tmp_path / "bare.weights.h5"), include_top=False)
     assert np.array_equal(features.get_layer("block5_conv2").kernel.numpy(), model.get_layer("block5_conv2").kernel.numpy())
+    # Kernels are built unfilled and overwritten by the load; afterwards the layers say glorot, so a clone is sane.
+    assert {layer.get_config()["kernel_initializer"]["class_name"] for layer in model.layers if hasattr(layer, "kernel")} == {"GlorotUniform"}
+    clone = keras.models.clone_model(model)
+    assert all(np.isfinite(w.numpy()).all() for w in clone.weights)
 
 
 def test_num_classes_flag_must_agree(ten_class_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,7 +59,9 @@ def build_vgg(
             :class:`vgg_keras.layers.Unfilled` when ``weights`` is given: the
             file overwrites every kernel, and a random initialization of
             VGG16's 138M parameters takes about a second and 0.8 GB of
-            temporary buffers, which TensorFlow's allocator keeps.
+            temporary buffers, which TensorFlow's allocator keeps. After the
+            load, such layers report ``GlorotUniform`` (what
+            ``keras.models.clone_model`` then uses).
 
     Returns:
         A functional ``keras.Model``.
@@ -148,6 +150,10 @@ def build_vgg(
         from vgg_keras.weights import load_converted_weights
 
         load_converted_weights(model, weights_path, config, include_top=include_top)
+        for layer in model.layers:
+            if isinstance(getattr(layer, "kernel_initializer", None), Unfilled):
+                # Loaded: a clone or a model rebuilt from this config gets Keras' default, not undefined values.
+                layer.kernel_initializer = keras.initializers.GlorotUniform()
     return model
 
 
