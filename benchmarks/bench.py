@@ -1384,7 +1384,7 @@ def markdown(results: dict[str, Any]) -> str:
             for p in phases:
                 out.append(f"| {p['phase']} | {p['s']:.1f} | {p['rss_mib']:.0f} | {p['peak_mib']:.0f} |")
             out.append("")
-        out.append(f"Cold load, fresh process to first logits (batch 1); files: "
+        out.append("Cold load, fresh process to first logits (batch 1); files: "
                    + ", ".join(f"{k} {v:.0f} MiB" for k, v in cc["files_mib"].items() if not k.endswith(".pth"))
                    + f"; 'above imports' subtracts the keras + vgg_keras import footprint ({cc['imports_peak_mib']['keras']:.0f} MiB).")
         out.append("")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from parity.errors import first_line, os_reason, shorten
+
 __all__ = ["CheckpointError", "check_checkpoint_path", "check_dtypes", "check_finite", "load_checkpoint", "normalize_state_dict"]
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "module")
@@ -62,7 +64,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             head = f.read(16)
         sha = file_sha256(p)
     except OSError as e:
-        raise CheckpointError(f"Checkpoint could not be read ({_os_reason(e)}): fix its permissions or copy it again. Received: {shown}") from None
+        raise CheckpointError(f"Checkpoint could not be read ({os_reason(e)}): fix its permissions or copy it again. Received: {shown}") from None
     kind = _sniff(head)
     if kind == "hdf5":
         raise CheckpointError(
@@ -109,7 +111,7 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     except FileNotFoundError:
         raise CheckpointError(f"Checkpoint not found: check the path. Received: {shown}") from None
     except OSError as e:
-        raise CheckpointError(f"Checkpoint cannot be accessed ({_os_reason(e)}): check the path. Received: {shown}") from None
+        raise CheckpointError(f"Checkpoint cannot be accessed ({os_reason(e)}): check the path. Received: {shown}") from None
     if stat.S_ISDIR(st.st_mode):
         raise CheckpointError(f"Checkpoint is a directory, not a file: pass the .pth/.safetensors file inside. Received: {shown}")
     if not stat.S_ISREG(st.st_mode):
@@ -140,7 +142,7 @@ def _load_safetensors(p: Path, shown: str) -> Mapping[str, object]:
     try:
         return load_file(os.fspath(p))
     except Exception as e:  # safetensors raises its own SafetensorError and others
-        raise CheckpointError(f"Not a valid safetensors file (truncated or corrupt?): {_first_line(e)}; save or download it again. Received: {shown}") from None
+        raise CheckpointError(f"Not a valid safetensors file (truncated or corrupt?): {first_line(e)}; save or download it again. Received: {shown}") from None
 
 
 def _load_torch(p: Path, shown: str) -> Mapping[str, object]:
@@ -230,7 +232,7 @@ def check_dtypes(state_dict: Mapping[str, np.ndarray], source: str = "checkpoint
     if bad:
         raise CheckpointError(
             f"The {source} has {len(bad)} weight tensor(s) that are not floating point (quantized or not weights at all); "
-            f"export float32/float16 weights. Received: {_shorten(bad)}"
+            f"export float32/float16 weights. Received: {shorten(bad)}"
         )
 
 
@@ -253,7 +255,7 @@ def check_finite(state_dict: Mapping[str, np.ndarray], source: str = "checkpoint
     if bad:
         raise CheckpointError(
             f"The {source} has NaN or Inf values in {len(bad)} tensor(s), so the converted model would compute NaN; "
-            f"fix or re-export it. Received: {_shorten(bad)}"
+            f"fix or re-export it. Received: {shorten(bad)}"
         )
 
 
@@ -278,7 +280,7 @@ def _to_numpy(key: str, v: object, source: str) -> np.ndarray:
         return t.numpy()
     except Exception as e:  # sparse, quantized, meta or other tensors numpy cannot hold
         raise CheckpointError(
-            f"Checkpoint entry {key!r} is a {v.dtype} tensor ({v.layout}) that cannot be converted: {_first_line(e)}. "
+            f"Checkpoint entry {key!r} is a {v.dtype} tensor ({v.layout}) that cannot be converted: {first_line(e)}. "
             f"Received: checkpoint={source!r}"
         ) from None
 
@@ -287,11 +289,6 @@ def _describe(v: object) -> str:
     if isinstance(v, Mapping):
         return f"a mapping of {len(v)} entries without tensors"
     return f"type {type(v).__name__}"
-
-
-def _shorten(items: list[str], limit: int = 8) -> str:
-    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def _torch_detail(text: str) -> str:
@@ -305,12 +302,3 @@ def _torch_detail(text: str) -> str:
                 sentence = line.split(". ", 1)[0].rstrip(".")
                 return sentence[:200]
     return ""
-
-
-def _os_reason(e: OSError) -> str:
-    return e.strerror or type(e).__name__
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__

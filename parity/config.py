@@ -108,7 +108,7 @@ class VGGConfig:
             if self.input_size is None:
                 raise ValueError(
                     "A config without an adaptive pool flattens the last feature map, so it needs a fixed "
-                    f"`input_size`, e.g. input_size=(32, 32). Received: pool_size=None, input_size=None"
+                    "`input_size`, e.g. input_size=(32, 32). Received: pool_size=None, input_size=None"
                 )
             if min(self.input_size) < self.min_input_size:
                 raise ValueError(

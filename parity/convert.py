@@ -43,6 +43,7 @@ from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir
 from parity.checkpoint import CheckpointError, check_checkpoint_path, check_dtypes, check_finite, load_checkpoint
 from parity.config import PRESETS, VGGConfig, get_config, layer_plan, torch_parameter_shapes
 from parity.converter import ConversionError, infer_num_classes
+from parity.errors import first_line, os_reason
 
 __all__ = ["ConvertResult", "convert", "main"]
 
@@ -136,7 +137,7 @@ def _check_output(path: Path, force: bool, record: WeightsRecord | None) -> Path
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(
-                f"Keras' cache folder cannot be created ({e.strerror or type(e).__name__}): set KERAS_HOME to a writable "
+                f"Keras' cache folder cannot be created ({os_reason(e)}): set KERAS_HOME to a writable "
                 f"folder or pass --output. Received: {shown}"
             ) from None
     if not path.parent.is_dir():
@@ -199,7 +200,7 @@ def _download(record: WeightsRecord, quiet: bool) -> dict[str, np.ndarray]:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(
-                f"torch's hub cache {folder} cannot be created ({e.strerror or type(e).__name__}): set TORCH_HOME to a "
+                f"torch's hub cache {folder} cannot be created ({os_reason(e)}): set TORCH_HOME to a "
                 f"writable folder. Received: weights={record.name!r}"
             ) from None
         _log(f"Downloading {record.url} to {cached}", quiet)
@@ -210,12 +211,12 @@ def _download(record: WeightsRecord, quiet: bool) -> dict[str, np.ndarray]:
                 raise
             raise UsageError(
                 f"Downloaded {record.filename} does not match the sha256 prefix {record.hash_prefix} in its name "
-                f"(corrupt transfer or altered file), so it was discarded; try again later. Received: {_first_line(e)}"
+                f"(corrupt transfer or altered file), so it was discarded; try again later. Received: {first_line(e)}"
             ) from None
         except (OSError, http.client.HTTPException, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise UsageError(
-                f"Could not download {record.url} ({_first_line(reason)}). Without network, convert a local file: "
+                f"Could not download {record.url} ({first_line(reason)}). Without network, convert a local file: "
                 f"python -m parity.convert {record.arch} --checkpoint PATH. Received: weights={record.name!r}"
             ) from None
     try:
@@ -497,7 +498,7 @@ def convert(
             report_path.unlink(missing_ok=True)  # no report of a conversion whose weights were not written
         if isinstance(e, OSError):
             raise UsageError(
-                f"Could not write {out_path} ({e.strerror or _first_line(e)}); nothing was kept: free some space or pick "
+                f"Could not write {out_path} ({e.strerror or first_line(e)}); nothing was kept: free some space or pick "
                 f"another folder. Received: output={str(out_path)!r}"
             ) from None
         if isinstance(e, ConversionError):
@@ -568,11 +569,6 @@ def _abort_if_interrupted() -> None:
 
 def _one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text.strip())
-
-
-def _first_line(e: object) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parity.config import VGGConfig, layer_plan
+from parity.errors import shorten
 from parity.layouts import conv_oihw_to_hwio, dense_out_in_to_in_out, dense_rows_chw_to_hwc
 
 if TYPE_CHECKING:
@@ -504,9 +505,4 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def _problems(found: dict[str, list[str]]) -> list[str]:
     """``"label: a, b, c"`` for every non-empty list of names."""
-    return [f"{label}: {_short(names)}" for label, names in found.items() if names]
-
-
-def _short(items: list[str], limit: int = 8) -> str:
-    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    return [f"{label}: {shorten(names)}" for label, names in found.items() if names]

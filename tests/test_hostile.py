@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import pickle
-import re
 import shutil
 import signal
 import socket

@@ -43,8 +43,9 @@ import keras
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir, get_weights_record
 from parity.checkpoint import file_sha256
-from parity.converter import read_keras_weights
 from parity.config import PRESETS, VGGConfig
+from parity.converter import read_keras_weights
+from parity.errors import first_line, os_reason
 
 __all__ = [
     "FORMAT",
@@ -228,7 +229,7 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     except (OSError, ValueError, RuntimeError) as e:
         raise WeightsFileError(
             f"{path} is not a readable HDF5 weights file (corrupt or truncated): {fix}. "
-            f"Received: {type(e).__name__}: {_first_line(e)}"
+            f"Received: {type(e).__name__}: {first_line(e)}"
         ) from None
     if raw is None:
         raise WeightsFileError(
@@ -293,7 +294,7 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
         try:
             actual = file_sha256(path)
         except OSError as e:
-            raise WeightsFileError(f"{path} cannot be read ({e.strerror or type(e).__name__}): {fix}. Received: {path}") from None
+            raise WeightsFileError(f"{path} cannot be read ({os_reason(e)}): {fix}. Received: {path}") from None
         if actual != expected:
             raise WeightsFileError(
                 f"{path} does not match the sha256 in {sidecar.name} (truncated, corrupt or modified), so it is not loaded: "
@@ -308,7 +309,7 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
     try:
         saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError) as e:
-        raise WeightsFileError(f"{path} has an invalid config in its record: {fix}. Received: {_first_line(e)}") from None
+        raise WeightsFileError(f"{path} has an invalid config in its record: {fix}. Received: {first_line(e)}") from None
     for field in _SHAPE_FIELDS:
         if getattr(saved, field) != getattr(config, field):
             raise WeightsFileError(
@@ -329,7 +330,7 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
         read_keras_weights(model, path, strict=False)  # a full model's file also serves include_top=False
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise WeightsFileError(
-            f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {_first_line(e)}"
+            f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {first_line(e)}"
         ) from None
     return record
 
@@ -531,8 +532,3 @@ def _fsync(path: Path) -> None:
 def _fsync_fd(fd: int) -> None:
     with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
         os.fsync(fd)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
