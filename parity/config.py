@@ -253,6 +253,27 @@ def torch_parameter_shapes(config: VGGConfig, include_top: bool = True) -> Itera
             yield f"{spec.torch_name}.bias", (spec.out_features,)
 
 
+def torch_state_shapes(config: VGGConfig, include_top: bool = True) -> dict[str, tuple[int, ...]]:
+    """Every float tensor of a torchvision state dict: parameters and batch-norm running statistics.
+
+    Each batch-norm layer may also hold an integer ``num_batches_tracked``
+    counter, which carries no inference state and is not listed.
+
+    Args:
+        config: The network.
+        include_top: Whether to include the classifier.
+
+    Returns:
+        ``{state-dict key: shape}`` in torchvision's order of layers.
+    """
+    shapes = dict(torch_parameter_shapes(config, include_top))
+    for spec in layer_plan(config, include_top):
+        if spec.kind == "bn":
+            shapes[f"{spec.torch_name}.running_mean"] = (spec.out_features,)
+            shapes[f"{spec.torch_name}.running_var"] = (spec.out_features,)
+    return shapes
+
+
 def _is_pos_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 

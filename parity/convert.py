@@ -41,8 +41,8 @@ import numpy as np
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir
 from parity.checkpoint import CheckpointError, check_checkpoint_path, check_dtypes, check_finite, load_checkpoint
-from parity.config import PRESETS, VGGConfig, get_config, layer_plan, torch_parameter_shapes
-from parity.converter import ConversionError, infer_num_classes
+from parity.config import PRESETS, VGGConfig, get_config
+from parity.converter import ConversionError, check_state_dict, infer_num_classes
 from parity.errors import first_line, os_reason
 
 __all__ = ["ConvertResult", "convert", "main"]
@@ -226,24 +226,15 @@ def _download(record: WeightsRecord, quiet: bool) -> dict[str, np.ndarray]:
     return state
 
 
-def _expected_shapes(config: VGGConfig, include_top: bool) -> dict[str, tuple[int, ...]]:
-    """Every tensor a torchvision state dict of ``config`` holds, with its shape."""
-    expected = dict(torch_parameter_shapes(config, include_top))
-    for spec in layer_plan(config, include_top):
-        if spec.kind == "bn":
-            expected[f"{spec.torch_name}.running_mean"] = (spec.out_features,)
-            expected[f"{spec.torch_name}.running_var"] = (spec.out_features,)
-    return expected
-
-
 def _matching_preset(state: dict[str, np.ndarray], include_top: bool) -> str | None:
     """The preset whose keys and shapes a state dict has exactly, if any."""
-    shapes = {k: tuple(np.shape(v)) for k, v in state.items() if not k.endswith(".num_batches_tracked")}
     for arch, preset in PRESETS.items():
         found = infer_num_classes(state, preset)
-        config = preset.replace(num_classes=found) if include_top and found else preset
-        if shapes == _expected_shapes(config, include_top):
-            return arch
+        try:
+            check_state_dict(state, preset.replace(num_classes=found) if include_top and found else preset, include_top)
+        except ConversionError:
+            continue
+        return arch
     return None
 
 
@@ -437,7 +428,7 @@ def convert(
     import torch
     import torchvision
 
-    from parity.converter import check_state_dict, write_keras_weights
+    from parity.converter import write_keras_weights
     from vgg_keras.weights import stage_converted_weights, write_text_atomic
 
     tensors = len(state)

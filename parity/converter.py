@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parity.config import VGGConfig, layer_plan
+from parity.config import VGGConfig, layer_plan, torch_state_shapes
 from parity.errors import shorten
 from parity.layouts import conv_oihw_to_hwio, dense_out_in_to_in_out, dense_rows_chw_to_hwc
 
@@ -57,9 +57,6 @@ __all__ = [
 #: Largest temporary buffer the file writer makes (the first dense layer of
 #: VGG16 alone is 392 MiB).
 SLAB_BYTES = 64 * 1024 * 1024
-
-#: torch buffers that have no Keras counterpart and carry no inference state.
-_DROPPED_SUFFIXES = (".num_batches_tracked",)
 
 
 class ConversionError(ValueError):
@@ -163,14 +160,9 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: VGGConfig, in
     Raises:
         ConversionError: Listing every unused key, missing key and shape mismatch.
     """
-    from parity.config import torch_parameter_shapes
-
-    expected = dict(torch_parameter_shapes(config, include_top))
-    for spec in layer_plan(config, include_top):
-        if spec.kind == "bn":
-            expected[f"{spec.torch_name}.running_mean"] = (spec.out_features,)
-            expected[f"{spec.torch_name}.running_var"] = (spec.out_features,)
-    used = {k for k in state_dict if k.endswith(_DROPPED_SUFFIXES)}
+    expected = torch_state_shapes(config, include_top)
+    counters = {f"{spec.torch_name}.num_batches_tracked" for spec in layer_plan(config, include_top) if spec.kind == "bn"}
+    used = counters & state_dict.keys()  # optional, and nothing to convert
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected and k not in used]
     wrong = [

@@ -98,6 +98,10 @@ def test_conversion_is_strict() -> None:
         convert_state_dict(wrong, cfg)
     with pytest.raises(ConversionError, match=r"unexpected keys: classifier\.0\.weight"):
         convert_state_dict(sd, cfg, include_top=False)
+    # A batch-norm step counter is optional where torchvision has one, and unexpected anywhere else.
+    convert_state_dict({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, cfg)
+    with pytest.raises(ConversionError, match=r"unexpected keys: features\.0\.num_batches_tracked"):
+        convert_state_dict({**sd, "features.0.num_batches_tracked": np.array(1)}, cfg)
 
 
 def test_assignment_is_strict() -> None:
