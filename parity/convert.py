@@ -429,7 +429,7 @@ def convert(
     import torchvision
 
     from parity.converter import write_keras_weights
-    from vgg_keras.weights import stage_converted_weights, write_text_atomic
+    from vgg_keras.weights import StagedWeights, stage_converted_weights, write_atomic
 
     tensors = len(state)
     _log(f"Converting {tensors} tensors to Keras ({config.num_classes} classes{'' if include_top else ', no top'})", quiet)
@@ -460,6 +460,7 @@ def convert(
     verification: dict[str, object] | None = None
     passed = True
     report_written = False
+    staged: StagedWeights | None = None
     try:
         # The .weights.h5 is written straight from the torch tensors, then (verifying) loaded into a Keras
         # model and run: the file checked is the file kept, and the torch weights are freed before the
@@ -478,13 +479,17 @@ def convert(
                 _abort_if_interrupted()
             if report_path is not None:
                 report_data = {"arch": arch, "source": source, "verification": verification, "passed": passed}
-                write_text_atomic(report_path, json.dumps(report_data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
+                write_atomic(report_path, json.dumps(report_data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
                 report_written = True
             if not passed:
                 _log(f"Parity check FAILED: {out_path} not written.", False)
                 return ConvertResult(None, verification, False)
             sha = staged.commit(meta, before_commit=_abort_if_interrupted)
     except BaseException as e:
+        if staged is not None and staged.committed:
+            # A signal that arrived during the final renames, delivered after them: the file is complete.
+            e.written = out_path  # type: ignore[attr-defined]
+            raise
         if report_written and report_path is not None:
             report_path.unlink(missing_ok=True)  # no report of a conversion whose weights were not written
         if isinstance(e, OSError):
@@ -615,11 +620,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
-        print(
-            "error: interrupted before the conversion finished; no partial file was left under the target name. "
-            f"Received: {signal.Signals(signum).name}",
-            file=sys.stderr,
-        )
+        written = getattr(e, "written", None)
+        if written is not None:
+            what = f"interrupted just after {written} and its sidecar were renamed into place; they are complete"
+        else:
+            what = "interrupted before the conversion finished; no partial file was left under the target name"
+        print(f"error: {what}. Received: {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
     finally:
         sys.unraisablehook = previous_hook

@@ -22,7 +22,6 @@ Two ways into Keras:
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -296,15 +295,16 @@ def write_keras_weights(
     Args:
         state_dict: Names to numpy arrays (torch tensors converted with ``.numpy()``).
         config: The network the state dict belongs to.
-        path: The file to write; it is written under a temporary name in its
-            folder and renamed when complete (replacing an existing file).
+        path: The file to write, replaced if it exists and removed if the
+            write fails. Write to a temporary name and rename it when complete
+            (:func:`vgg_keras.weights.stage_converted_weights` does).
         include_top: Whether to write the classifier; with ``False`` the
             state dict must hold the features only.
 
     Raises:
         ConversionError: If the state dict does not fit the config, or the
             name map and Keras' layout disagree; the file is then not written.
-        OSError: If the file cannot be written; nothing is left behind.
+        OSError: If the file cannot be written; it is removed then.
     """
     check_state_dict(state_dict, config, include_top)
     mappings = weight_map(config, include_top)
@@ -319,13 +319,11 @@ def write_keras_weights(
     )
     if problems:
         raise ConversionError(f"The name map of {config.name} does not fit Keras' file layout: " + "; ".join(problems))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name.lstrip('.')}.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # hidden, named after the target
     try:
-        _write_file(tmp, state_dict, mappings, layout)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        _write_file(Path(path), state_dict, mappings, layout)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
 
 
 def _write_file(
@@ -334,7 +332,7 @@ def _write_file(
     """Writes the groups of ``layout`` and every mapped tensor, in slabs, to a new HDF5 file."""
     import h5py
 
-    with h5py.File(path, "w-") as f:  # a new file, with the permissions the umask gives
+    with h5py.File(path, "w") as f:
         for name, attrs in layout.groups:
             group = f if name == "/" else f.require_group(name)
             for key, value in attrs:

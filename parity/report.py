@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,12 +137,22 @@ def format_table(cases: Sequence[dict[str, object]]) -> str:
     return "\n".join(rows)
 
 
-def plot(cases: Sequence[dict[str, object]], path: Path) -> None:
-    """Per-block relative differences, one panel per input size, one line per variant."""
+def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-all") -> None:
+    """Per-block relative differences, one panel per input size, one line per variant.
+
+    Args:
+        cases: :func:`run_report`'s output.
+        path: The PNG to write (atomically).
+        source: ``"random-all"`` or ``"converted"``, named in the title.
+    """
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from vgg_keras.weights import write_atomic
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.2), sharey=True, squeeze=False)
@@ -164,21 +173,13 @@ def plot(cases: Sequence[dict[str, object]], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("max |keras - torch| / max |torch|")
     axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle("vgg_keras vs torchvision, fp32 CPU, every weight random: relative difference per block")
+    weights = "torchvision's ImageNet weights" if source == "converted" else "every weight random"
+    fig.suptitle(f"vgg_keras vs torchvision, fp32 CPU, {weights}: relative difference per block")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)
-
-
-def _atomic(path: Path, write: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)  # type: ignore[operator]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, png.getvalue())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
     import torch
 
+    from vgg_keras.weights import write_atomic
+
     data = {
         "source": source,
         "seed": args.seed,
@@ -224,12 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     json_path, png_path = args.out_dir / "parity_report.json", args.out_dir / "parity_report.png"
 
-    def write_json(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-
-    _atomic(json_path, write_json)
-    plot(cases, png_path)
+    write_atomic(json_path, json.dumps(data, indent=2))
+    plot(cases, png_path, source)
     print(f"\nwrote {json_path} and {png_path}", file=sys.stderr)
     return 0 if all(c["passed"] for c in cases) else 1
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,16 @@ def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.Capture
     assert all(c["max_rel"] <= LOGIT_RTOL and c["top1"] == 1.0 for c in data["cases"])
     assert [b["name"] for b in data["cases"][0]["blocks"]] == ["block1", "block2", "block3", "block4", "block5", "logits"]
     assert (tmp_path / "parity_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("parity_report.json", "parity_report.png"):  # as any new file, not private temporaries renamed
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg17", "--out-dir", str(tmp_path)]) == 2
     assert "Received: vgg17" in capsys.readouterr().err
     assert main(["vgg11", "--out-dir", str(tmp_path / "missing")]) == 2
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         main(["vgg11", "--sizes", "16"])
+    assert info.value.code == 2

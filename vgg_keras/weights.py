@@ -24,11 +24,10 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import signal
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,7 +58,7 @@ __all__ = [
     "resolve_weights",
     "StagedWeights",
     "stage_converted_weights",
-    "write_text_atomic",
+    "write_atomic",
 ]
 
 #: Format tag stored in every record; bumped if the layout of files changes.
@@ -369,13 +368,17 @@ class StagedWeights:
     :attr:`path`, then :meth:`commit` it.
 
     Attributes:
-        path: The temporary ``.weights.h5`` to write.
+        path: The temporary ``.weights.h5`` to write (it exists, empty).
         target: Where :meth:`commit` puts it.
+        committed: Whether the renames of :meth:`commit` happened. A signal
+            that arrived during them is delivered right after, so a caller
+            that catches it can tell that the file is complete and in place.
     """
 
     def __init__(self, path: Path, target: Path) -> None:
         self.path = path
         self.target = target
+        self.committed = False
         self._sidecar: Path | None = None
 
     def commit(self, record: dict[str, object], *, before_commit: Callable[[], None] | None = None) -> str:
@@ -407,13 +410,10 @@ class StagedWeights:
         self._sidecar = _write_temp(
             sidecar_path(self.target), json.dumps({**record, "sha256": sha}, indent=2, sort_keys=True) + "\n"
         )
-        with _folder_lock(self.target.parent, shared=False) as folder, _signals_held():
-            if before_commit is not None:
-                before_commit()
+        with _renaming_into(self.target.parent, before_commit):
             os.replace(self.path, self.target)
             os.replace(self._sidecar, sidecar_path(self.target))
-            if folder is not None:
-                _fsync_fd(folder)
+            self.committed = True
         return sha
 
     def _discard(self) -> None:
@@ -444,38 +444,49 @@ def stage_converted_weights(path: str | os.PathLike[str]) -> Iterator[StagedWeig
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"Converted weights must be saved as a .weights.h5 file. Received: path={os.fspath(path)!r}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.weights.h5", dir=path.parent)
+    fd, tmp = _new_temp(path, ".tmp.weights.h5")
     os.close(fd)
-    staged = StagedWeights(Path(tmp_name), path)
+    staged = StagedWeights(tmp, path)
     try:
-        os.chmod(staged.path, _file_mode())  # mkstemp makes 0600 files; the result should look like any saved file
         yield staged
     finally:
         staged._discard()
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, *, before_commit: Callable[[], None] | None = None) -> None:
-    """Writes a text file under a temporary name in its folder, then renames it.
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, before_commit: Callable[[], None] | None = None) -> None:
+    """Writes a file under a temporary name in its folder, then renames it.
 
     Args:
         path: Target path; its folder must exist.
-        text: The content.
+        data: The content (text is written as UTF-8).
         before_commit: Called just before the rename; raising there abandons the write.
 
     Raises:
         OSError: If writing fails; no temporary file is left behind.
     """
     path = Path(path)
-    tmp = _write_temp(path, text)
+    tmp = _write_temp(path, data)
     try:
-        with _folder_lock(path.parent, shared=False) as folder, _signals_held():
-            if before_commit is not None:
-                before_commit()
+        with _renaming_into(path.parent, before_commit):
             os.replace(tmp, path)
-            if folder is not None:
-                _fsync_fd(folder)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _renaming_into(folder: Path, before_commit: Callable[[], None] | None) -> Iterator[None]:
+    """The block that renames finished temporary files over their targets in ``folder``.
+
+    It runs under an exclusive lock on the folder with SIGINT and SIGTERM held
+    back, after ``before_commit`` (raising there abandons the renames), and the
+    folder is flushed after it.
+    """
+    with _folder_lock(folder, shared=False) as fd, _signals_held():
+        if before_commit is not None:
+            before_commit()
+        yield
+        if fd is not None:
+            _fsync_fd(fd)
 
 
 @contextlib.contextmanager
@@ -501,26 +512,32 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def _write_temp(target: Path, text: str) -> Path:
-    """Writes ``text`` to a flushed temporary file beside ``target`` and returns its path."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+def _new_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Creates a new hidden file beside ``target`` with the permissions the umask gives any new file.
+
+    Returns:
+        Its descriptor (open for writing) and its path.
+    """
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _write_temp(target: Path, data: str | bytes) -> Path:
+    """Writes ``data`` to a flushed temporary file beside ``target`` and returns its path."""
+    fd, path = _new_temp(target)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(name, _file_mode())
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
-    return Path(name)
-
-
-def _file_mode() -> int:
-    """Permissions of a newly created file under the current umask."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return (stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH) & ~mask
+    return path
 
 
 def _fsync(path: Path) -> None:
