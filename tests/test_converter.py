@@ -248,6 +248,9 @@ def test_reading_is_strict(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="layers not in the model: fc1, fc2, predictions"):
         read_keras_weights(notop, full)
     read_keras_weights(notop, full, strict=False)  # a full file serves include_top=False when asked
+    features_only = vgg_keras.build_vgg(cfg, include_top=False)
+    read_keras_weights(features_only, features)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(notop.weights, features_only.weights, strict=True))
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights, strict=True))  # nothing assigned on failure
 
 

@@ -153,26 +153,35 @@ def _gpu_available() -> bool:
     return torch.cuda.is_available() and bool(tf.config.list_physical_devices("GPU"))
 
 
-def _no_tf32_deterministic() -> None:
-    """TF32 off everywhere (TensorFlow enables it by default), deterministic kernels."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+@pytest.fixture
+def _no_tf32_deterministic() -> Iterator[None]:
+    """TF32 off everywhere (TensorFlow enables it by default), deterministic kernels; restored afterwards.
+
+    TensorFlow has no public switch to turn op determinism off again, so that one stays on.
+    """
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    cuda.allow_tf32 = cudnn.allow_tf32 = cudnn.benchmark = False
+    cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=False)
     tf.config.experimental.enable_tensor_float_32_execution(False)
     tf.config.experimental.enable_op_determinism()
+    yield
+    cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved[:4]
+    torch.use_deterministic_algorithms(saved[4])
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
 
 @pytest.mark.gpu
 @pytest.mark.full
 @pytest.mark.skipif(not _gpu_available(), reason="no CUDA GPU visible to both torch and TensorFlow")
 @pytest.mark.parametrize("arch", ["vgg11_bn", "vgg16", "vgg19_bn"])
+@pytest.mark.usefixtures("_no_tf32_deterministic")
 def test_gpu_matches_cpu_and_torch_cuda(arch: str) -> None:
-    import os
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    _no_tf32_deterministic()
     cfg = PRESETS[arch]
     sd = randomized_state_dict(cfg, seed=77)
     reference = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()

@@ -13,8 +13,9 @@ import os
 import pytest
 
 # torch and torchvision first: importing them after TensorFlow crashes the interpreter.
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+import torch
+import torchvision  # noqa: F401
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import functools  # noqa: E402
@@ -113,12 +114,6 @@ IMAGES = [*PHOTOS, *(f"{h}x{w}" for h, w in SYNTHETIC_SIZES)]
 # --------------------------------------------------------------------------- #
 # torchvision references, returned as HWC float32 in [0, 1] pixel units
 # --------------------------------------------------------------------------- #
-def _unnormalize(chw: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """Inverts torchvision's normalize (float32 error ~1e-7, far below the tolerances)."""
-    out = chw.numpy().transpose(1, 2, 0).astype(np.float64)
-    return (out * np.asarray(std) + np.asarray(mean)).astype(np.float32)
-
-
 def _tv_tensor(image: np.ndarray, transform: Callable[..., torch.Tensor]) -> np.ndarray:
     """torchvision on a uint8 CHW tensor; the normalized output, HWC."""
     return transform(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))).numpy().transpose(1, 2, 0)
