@@ -852,8 +852,8 @@ def summarize_throughput(
     """Images/s, ratios to torch (per round, then summarized) and peak fractions.
 
     Besides the fraction of the theoretical peak, two contention-proof figures
-    come from the measured FMA rate: the fraction of the measured all-core
-    peak, and the FLOP/s per CPU-second the worker actually got, as a fraction
+    come from the measured FMA rate: the fraction of the cores times one
+    core's measured rate, and the FLOP/s per CPU-second the worker actually got, as a fraction
     of one core's measured peak (how well the kernels use the CPU time they get).
 
     Args:
@@ -931,7 +931,6 @@ class ChildRun:
         peak_mib: The child's peak RSS (``ru_maxrss``).
         cpu_s: The child's user + system CPU time.
         others_share: CPU other processes used meanwhile, as a share of all cores.
-        returncode: Exit status.
         stdout: What it printed.
     """
 
@@ -940,7 +939,6 @@ class ChildRun:
     peak_mib: float
     cpu_s: float
     others_share: float
-    returncode: int
     stdout: str = ""
 
 
@@ -978,7 +976,7 @@ def run_child(label: str, argv: list[str], env: dict[str, str], cwd: Path, log: 
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{label} failed (exit code {proc.returncode}): {' '.join(argv)}\n{tail}")
-    return ChildRun(label, wall, usage.ru_maxrss / 1024, cpu, max(0.0, busy - cpu) / (wall * cores), proc.returncode, stdout)
+    return ChildRun(label, wall, usage.ru_maxrss / 1024, cpu, max(0.0, busy - cpu) / (wall * cores), stdout)
 
 
 def _child_main(argv: list[str]) -> None:
@@ -1068,7 +1066,7 @@ def _child_cold(which: str, path: str, spawned: float) -> None:
     assert logits.shape == (1, 1000) and np.isfinite(logits).all()
     extra: dict[str, float] = {}
     if which == "vgg_keras":  # what the sidecar check inside the load costs
-        from vgg_keras.weights import file_sha256
+        from parity.checkpoint import file_sha256
 
         t = time.perf_counter()
         file_sha256(path)
@@ -1305,7 +1303,7 @@ def markdown(results: dict[str, Any]) -> str:
                    "Ratio = this path / torch eager in the same round (>1: faster than torch). "
                    "Others = CPU used by other processes during the samples, as a share of all cores.")
         out.append("")
-        out.append("% of peak: of the theoretical peak above; % measured: of the measured all-core FMA rate; "
+        out.append("% of peak: of the theoretical peak above; % measured: of the cores x one core's measured FMA rate; "
                    "per CPU-s: FLOP/s per CPU-second the process got, as % of one core's measured rate.")
         out.append("")
         out.append("| model | batch | runtime / path | images/s | IQR | ratio to torch | % of peak | % measured | per CPU-s | CPU/wall | others | page faults/image |")
@@ -1366,7 +1364,7 @@ def markdown(results: dict[str, Any]) -> str:
     cc = results.get("conversion")
     if cc:
         out.append(f"Conversion of vgg16 (checkpoint {cc['checkpoint_mib']:.0f} MiB); peak RSS of the process, "
-                   f"'above imports' subtracts the import footprint of torch+torchvision+keras "
+                   f"'above imports' subtracts the import footprint of torch+torchvision+keras+vgg_keras "
                    f"({cc['imports_peak_mib']['torch+torchvision+keras']:.0f} MiB).")
         out.append("")
         out.append("| run | wall s | peak RSS MiB | above imports MiB | x checkpoint | others |")
@@ -1451,6 +1449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet_budget = args.quiet_budget if args.quiet_budget is not None else (0.0 if quick else 150.0)
     args.project_root = args.project_root.resolve()
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if not sections or sections - {"throughput", "conversion"}:
+        build_parser().error(f"--sections takes a comma list of throughput, conversion. Received: {args.sections}")
 
     cpu = read_cpuinfo()
     peak = cpu_peak(cpu, args.ghz, args.flops_per_cycle)
