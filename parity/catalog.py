@@ -16,10 +16,21 @@ from pathlib import Path
 
 from parity.config import PRESETS
 
-__all__ = ["DEFAULT_WEIGHTS", "WEIGHTS", "Transforms", "WeightsRecord", "cache_dir", "get_weights_record"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "WEIGHTS",
+    "Transforms",
+    "WeightsRecord",
+    "cache_dir",
+    "get_weights_record",
+]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ImageNet channel means (RGB, for pixels scaled to [0, 1]).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+#: torchvision's ImageNet channel standard deviations (RGB, pixels in [0, 1]).
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -35,8 +46,8 @@ class Transforms:
 
     resize_size: int = 256
     crop_size: int = 224
-    mean: tuple[float, float, float] = _IMAGENET_MEAN
-    std: tuple[float, float, float] = _IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 @dataclass(frozen=True)

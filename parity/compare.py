@@ -8,7 +8,7 @@ the tolerance. Both runners return activations in torch's NCHW layout.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,7 +81,6 @@ class ParityReport:
     top5: float | None
     rtol: float
     first_divergent: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -269,7 +268,7 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
         )
     else:
         reference = vgg_torch.build_vgg(config, init_weights=False)
-    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True)
+    reference.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True)
     model = vgg_keras.build_vgg(config, classifier_activation=None)
     assign_keras_weights(model, convert_state_dict(state_dict, config))
     return reference.eval(), model

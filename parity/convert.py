@@ -587,8 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers: dict[int, object] = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM,):
-            handlers[signum] = signal.signal(signum, _raise_interrupted)
+        handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupted)  # SIGINT already raises
     previous_hook = sys.unraisablehook
 
     def quiet_unraisable(info: object) -> None:

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from parity.catalog import DEFAULT_WEIGHTS, get_weights_record
+from parity.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -45,10 +45,6 @@ __all__ = [
     "preprocessor_for",
 ]
 
-#: torchvision's ImageNet channel means (RGB, for pixels scaled to [0, 1]).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-#: torchvision's ImageNet channel standard deviations (RGB, pixels in [0, 1]).
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _NUM_CLASSES = 1000
 _CLASS_NAMES_FILE = "imagenet_classes.txt"
