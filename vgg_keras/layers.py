@@ -9,6 +9,15 @@ instead. A VGG at 64x64 input hits it in block 1 (64 px, 64 channels). The class
 keeps the name ``Conv2D`` so weight files stay interchangeable with
 keras.applications (Keras addresses layers in ``.weights.h5`` by class name).
 
+``AdaptiveAveragePooling2D`` is ``torch.nn.AdaptiveAvgPool2d`` in every
+execution mode. ``keras.layers.AdaptiveAveragePooling2D`` (Keras 3.15) is right
+when called eagerly but, on the TensorFlow backend, it raises inside any traced
+graph (``predict``, ``fit``, ``evaluate``, ``tf.function``, XLA, export) in two
+cases: when a spatial size is unknown (``Input spatial dimensions must be
+statically known``), which is what ``predict`` traces once it sees a second
+input size; and when a side of the map is 1 px (a VGG at 32-63 px), where its
+"big" pooling window of 2 does not fit (``Negative dimension size``).
+
 ``Unfilled`` is the kernel initializer of models whose weights are loaded right
 after they are built: the load replaces every kernel, so filling 138M
 parameters first would only cost time and memory.
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["Conv2D", "Unfilled"]
+__all__ = ["AdaptiveAveragePooling2D", "Conv2D", "Unfilled"]
 
 
 @keras.saving.register_keras_serializable(package="vgg_keras")
@@ -56,3 +65,105 @@ class Unfilled(keras.initializers.Initializer):
 
             return tf.raw_ops.Empty(shape=shape, dtype=tf.as_dtype(dtype), init=False)
         return keras.ops.zeros(shape, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="vgg_keras")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """``torch.nn.AdaptiveAvgPool2d``: average pooling to a fixed output size.
+
+    Output cell ``(i, j)`` averages input rows ``floor(i*H/oh)`` to
+    ``ceil((i+1)*H/oh) - 1`` and columns likewise, as torch does, for any input
+    size: larger or smaller than the output, square or not, static or unknown
+    until run time. It runs eagerly, in ``tf.function`` and XLA graphs, under
+    ``predict``/``fit``/``evaluate``, in exported SavedModels, and on every
+    Keras backend.
+
+    How: each spatial axis is reduced by a small ``(out, in)`` averaging matrix
+    built from the run-time size, so one code path serves static and unknown
+    shapes. An input that is statically the output size is returned unchanged
+    (a VGG at 224 px). On the torch backend, torch's own kernel runs.
+
+    A non-finite input value spreads NaN to every output of its row or column
+    (``0 * inf``), where torch confines it to the cells whose window holds it.
+
+    Args:
+        output_size: ``(height, width)`` of the output, or one int for both.
+        data_format: ``"channels_last"`` or ``"channels_first"``; defaults to
+            ``keras.config.image_data_format()``.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ...).
+
+    Raises:
+        ValueError: If ``output_size`` is not one or two positive ints.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int], data_format: str | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+            raise ValueError(
+                f"`output_size` must be a positive int or a (height, width) pair of them. Received: output_size={output_size!r}"
+            )
+        self.output_size: tuple[int, int] = (size[0], size[1])
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                f"`data_format` must be 'channels_last' or 'channels_first'. Received: data_format={data_format!r}"
+            )
+        self.data_format: str = data_format
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    @property
+    def _height_axis(self) -> int:
+        return 2 if self.data_format == "channels_first" else 1
+
+    def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
+        """Pools ``inputs`` to ``output_size``."""
+        axis = self._height_axis
+        if tuple(inputs.shape[axis : axis + 2]) == self.output_size:
+            return inputs
+        if keras.backend.backend() == "torch":
+            return keras.ops.adaptive_average_pool(inputs, self.output_size, data_format=self.data_format)
+        shape = keras.ops.shape(inputs)
+        rows = _averaging_matrix(shape[axis], self.output_size[0], inputs.dtype)
+        cols = _averaging_matrix(shape[axis + 1], self.output_size[1], inputs.dtype)
+        if self.data_format == "channels_first":
+            x = keras.ops.einsum("ih,nchw->nciw", rows, inputs)
+            return keras.ops.einsum("jw,nciw->ncij", cols, x)
+        x = keras.ops.einsum("ih,nhwc->niwc", rows, inputs)
+        return keras.ops.einsum("jw,niwc->nijc", cols, x)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """The input shape with its spatial sizes replaced by ``output_size``."""
+        shape = list(input_shape)
+        axis = self._height_axis
+        shape[axis : axis + 2] = self.output_size
+        return tuple(shape)
+
+    def get_config(self) -> dict[str, object]:
+        """The layer's config, for serialization."""
+        return {**super().get_config(), "output_size": self.output_size, "data_format": self.data_format}
+
+
+def _averaging_matrix(size: object, out: int, dtype: str) -> keras.KerasTensor:
+    """The ``(out, size)`` matrix that averages torch's adaptive-pool windows.
+
+    Row ``i`` holds ``1 / n_i`` on columns ``floor(i*size/out)`` to
+    ``ceil((i+1)*size/out) - 1`` (``n_i`` of them) and zeros elsewhere.
+
+    Args:
+        size: The input length: an int, or a scalar tensor when it is known
+            only at run time.
+        out: The output length.
+        dtype: The matrix dtype (the input's).
+
+    Returns:
+        A ``(out, size)`` tensor.
+    """
+    i = keras.ops.arange(out, dtype="int32")
+    j = keras.ops.arange(size, dtype="int32")
+    size = keras.ops.cast(size, "int32")
+    start = (i * size) // out
+    end = ((i + 1) * size + out - 1) // out
+    inside = keras.ops.logical_and(j[None, :] >= start[:, None], j[None, :] < end[:, None])
+    counts = keras.ops.cast(end - start, dtype)
+    return keras.ops.cast(inside, dtype) / counts[:, None]

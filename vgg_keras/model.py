@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
-from vgg_keras.layers import Conv2D, Unfilled
+from vgg_keras.layers import AdaptiveAveragePooling2D, Conv2D, Unfilled
 
 __all__ = ["build_vgg", "preset_builder"]
 
@@ -127,7 +127,7 @@ def build_vgg(
             x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=data_format, name=spec.keras_name)(x)
             if spec.block == len(config.stages) and include_top:
                 if config.pool_size is not None:
-                    x = keras.layers.AdaptiveAveragePooling2D(config.pool_size, data_format=data_format, name="avgpool")(x)
+                    x = AdaptiveAveragePooling2D(config.pool_size, data_format=data_format, name="avgpool")(x)
                 x = keras.layers.Flatten(data_format=data_format, name="flatten")(x)
         elif spec.kind == "dense":
             last = spec.keras_name == "predictions"
