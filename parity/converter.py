@@ -238,6 +238,7 @@ def keras_file_layout(config: VGGConfig, include_top: bool = True) -> KerasFileL
             one group named after it, holding datasets ``0..n-1``.
     """
     import h5py
+    import keras
 
     import vgg_keras
 
@@ -246,7 +247,15 @@ def keras_file_layout(config: VGGConfig, include_top: bool = True) -> KerasFileL
         hidden=tuple(1 for _ in config.hidden),
         num_classes=1,
     )
-    model = vgg_keras.build_vgg(narrow, include_top=include_top, classifier_activation=None)
+    # The file is the same for both data formats (weight shapes do not depend
+    # on it); build channels_last so a channels_first keras.json adds no
+    # `to_channels_last` group.
+    saved_format = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_last")
+    try:
+        model = vgg_keras.build_vgg(narrow, include_top=include_top, classifier_activation=None)
+    finally:
+        keras.config.set_image_data_format(saved_format)
     groups: list[tuple[str, tuple[tuple[str, object], ...]]] = []
     variables: dict[str, tuple[str, ...]] = {}
     with tempfile.TemporaryDirectory(prefix="vgg_parity_layout_") as folder:

@@ -68,6 +68,22 @@ def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout
     )
 
 
+def tensorflow_has_nchw_cpu_kernels() -> bool:
+    """Whether TensorFlow can run an NCHW convolution on the CPU.
+
+    It can with oneDNN, which TensorFlow turns on by default only on CPUs with
+    AVX-512 VNNI/BF16/AMX; ``TF_ENABLE_ONEDNN_OPTS=0`` turns it off anywhere.
+    """
+    import tensorflow as tf
+
+    try:
+        with tf.device("/CPU:0"):
+            tf.nn.conv2d(tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), 1, "SAME", data_format="NCHW")
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True
+
+
 def torch_state_dict(np_state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """numpy state dict -> torch tensors (copies)."""
     return {k: torch.from_numpy(np.array(v)) for k, v in np_state.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 import torch
@@ -203,6 +204,31 @@ def test_written_file_equals_keras_save_weights(
         load(other)
         for a, b in zip(model.weights, other.weights, strict=True):
             assert np.array_equal(a.numpy(), b.numpy()), a.path
+
+
+@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
+def test_one_file_for_both_data_formats(include_top: bool, tmp_path: Path) -> None:
+    """A file written under channels_first is the channels_last file, and loads into both layouts."""
+    cfg = TINY_CONFIGS["tiny_bn"]
+    sd = randomized_state_dict(cfg, seed=3)
+    if not include_top:
+        sd = {k: v for k, v in sd.items() if k.startswith("features.")}
+    last_file, first_file = tmp_path / "last.weights.h5", tmp_path / "first.weights.h5"
+    write_keras_weights(sd, cfg, last_file, include_top=include_top)
+    keras.config.set_image_data_format("channels_first")
+    write_keras_weights(sd, cfg, first_file, include_top=include_top)
+    assert _file_contents(first_file)[0].keys() == _file_contents(last_file)[0].keys()
+    x = np.random.default_rng(4).standard_normal((2, 3, 40, 36), dtype=np.float32)
+    outputs = []
+    for data_format in ("channels_first", "channels_last"):
+        keras.config.set_image_data_format(data_format)
+        for load in (lambda m: m.load_weights(first_file), lambda m: read_keras_weights(m, last_file)):
+            model = vgg_keras.build_vgg(cfg, include_top=include_top, classifier_activation=None)
+            load(model)
+            out = np.asarray(model(x if data_format == "channels_first" else x.transpose(0, 2, 3, 1)))
+            outputs.append(out if include_top or data_format == "channels_first" else out.transpose(0, 3, 1, 2))
+    for out in outputs[1:]:
+        assert np.array_equal(out, outputs[0])  # the same weights and the same NHWC computation
 
 
 def test_mapped_shapes_are_keras_shapes() -> None:

@@ -9,7 +9,8 @@ import torchvision
 
 import vgg_keras
 from parity.config import PRESETS
-from tests.conftest import CIFAR, TINY, TINY_BN, run_python
+from tests.conftest import CIFAR, TINY, TINY_BN, run_python, tensorflow_has_nchw_cpu_kernels
+from vgg_keras.model import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
 
 BUILDERS = {arch: getattr(vgg_keras, arch.upper()) for arch in PRESETS}
 
@@ -83,14 +84,25 @@ def test_cifar_config_fixed_input() -> None:
 
 
 def test_channels_first() -> None:
+    """NCHW in and out; inside, NHWC on TensorFlow (it has no NCHW CPU kernels without oneDNN)."""
     keras.config.set_image_data_format("channels_first")
     model = vgg_keras.build_vgg(TINY_BN, input_shape=(3, 32, 48))
-    assert model.get_layer("block1_bn1").axis in (1, [1])
+    layers = [layer.name for layer in model.layers]
+    assert layers[1] == TO_CHANNELS_LAST and TO_CHANNELS_FIRST not in layers
+    assert model.get_layer("block1_conv1").data_format == "channels_last"
+    assert model.get_layer("block1_bn1").axis in (-1, [-1], 3, [3])
     assert tuple(model(np.zeros((1, 3, 32, 48), np.float32)).shape) == (1, 7)
     feats = vgg_keras.build_vgg(TINY, include_top=False)
+    assert feats.layers[-1].name == TO_CHANNELS_FIRST
     assert tuple(feats(np.zeros((1, 3, 32, 32), np.float32)).shape) == (1, 8, 4, 4)
+    pooled = vgg_keras.build_vgg(TINY, include_top=False, pooling="max")
+    assert tuple(pooled(np.zeros((1, 3, 32, 32), np.float32)).shape) == (1, 8)
     with pytest.raises(ValueError, match="3 channels on the first axis"):
         vgg_keras.build_vgg(TINY, input_shape=(32, 32, 3))
+    # Same weights, in the same shapes and order, as the channels_last model.
+    keras.config.set_image_data_format("channels_last")
+    last = vgg_keras.build_vgg(TINY_BN)
+    assert [(w.path, w.shape) for w in last.weights] == [(w.path, w.shape) for w in model.weights]
 
 
 def test_bn_layers_use_torch_epsilon_and_momentum() -> None:
@@ -155,6 +167,9 @@ CONV_BIAS_ATOL = 1e-4
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 def test_conv_bias_right_when_width_equals_filters(data_format: str) -> None:
     from vgg_keras.layers import Conv2D
+
+    if data_format == "channels_first" and not tensorflow_has_nchw_cpu_kernels():
+        pytest.skip("TensorFlow without oneDNN has no NCHW Conv2D kernel on the CPU (VGGs compute NHWC there)")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 8, 12, 16)).astype(np.float32)  # NCHW, width 16 == filters

@@ -17,7 +17,12 @@ import keras
 from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
 from vgg_keras.layers import AdaptiveAveragePooling2D, Conv2D, Unfilled
 
-__all__ = ["build_vgg", "preset_builder"]
+__all__ = ["TO_CHANNELS_FIRST", "TO_CHANNELS_LAST", "build_vgg", "internal_data_format", "preset_builder"]
+
+#: Names of the two weightless layers a ``channels_first`` model computes
+#: between on the TensorFlow backend (see :func:`internal_data_format`).
+TO_CHANNELS_LAST = "to_channels_last"
+TO_CHANNELS_FIRST = "to_channels_first"
 
 _POOLINGS = (None, "avg", "max")
 
@@ -101,8 +106,12 @@ def build_vgg(
         img_input = keras.Input(tensor=input_tensor, shape=shape)
         inputs = img_input
 
-    channel_axis = 1 if data_format == "channels_first" else -1
+    # The layers compute in `compute_format`; the model takes and returns the user's layout.
+    compute_format = internal_data_format(data_format)
+    channel_axis = 1 if compute_format == "channels_first" else -1
     x = img_input
+    if compute_format != data_format:
+        x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
     for spec in layer_plan(config, include_top=include_top):
         if spec.kind == "conv":
             x = Conv2D(
@@ -110,7 +119,7 @@ def build_vgg(
                 (3, 3),
                 padding="same",
                 activation=None if config.batch_norm else "relu",
-                data_format=data_format,
+                data_format=compute_format,
                 kernel_initializer=kernel_initializer,
                 name=spec.keras_name,
             )(x)
@@ -124,11 +133,11 @@ def build_vgg(
         elif spec.kind == "relu" and spec.block and config.batch_norm:
             x = keras.layers.Activation("relu", name=spec.keras_name)(x)
         elif spec.kind == "pool":
-            x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=data_format, name=spec.keras_name)(x)
+            x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=compute_format, name=spec.keras_name)(x)
             if spec.block == len(config.stages) and include_top:
                 if config.pool_size is not None:
-                    x = AdaptiveAveragePooling2D(config.pool_size, data_format=data_format, name="avgpool")(x)
-                x = keras.layers.Flatten(data_format=data_format, name="flatten")(x)
+                    x = AdaptiveAveragePooling2D(config.pool_size, data_format=compute_format, name="avgpool")(x)
+                x = keras.layers.Flatten(data_format=compute_format, name="flatten")(x)
         elif spec.kind == "dense":
             last = spec.keras_name == "predictions"
             x = keras.layers.Dense(
@@ -141,9 +150,11 @@ def build_vgg(
             x = keras.layers.Dropout(config.dropout, name=spec.keras_name)(x)
     if not include_top:
         if pooling == "avg":
-            x = keras.layers.GlobalAveragePooling2D(data_format=data_format, name="global_average_pooling2d")(x)
+            x = keras.layers.GlobalAveragePooling2D(data_format=compute_format, name="global_average_pooling2d")(x)
         elif pooling == "max":
-            x = keras.layers.GlobalMaxPooling2D(data_format=data_format, name="global_max_pooling2d")(x)
+            x = keras.layers.GlobalMaxPooling2D(data_format=compute_format, name="global_max_pooling2d")(x)
+        elif compute_format != data_format:
+            x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
 
     model = keras.Model(inputs, x, name=name or config.name)
     if weights_path is not None:
@@ -155,6 +166,29 @@ def build_vgg(
                 # Loaded: a clone or a model rebuilt from this config gets Keras' default, not undefined values.
                 layer.kernel_initializer = keras.initializers.GlorotUniform()
     return model
+
+
+def internal_data_format(data_format: str) -> str:
+    """The layout a VGG's layers compute in, for a model taking ``data_format``.
+
+    On the TensorFlow backend this is always ``"channels_last"``: without
+    oneDNN (the default on CPUs without AVX-512 VNNI/BF16/AMX, or with
+    ``TF_ENABLE_ONEDNN_OPTS=0``) TensorFlow has no NCHW Conv2D or MaxPool
+    kernel on the CPU, so a ``channels_first`` model transposes its input once
+    (layer ``to_channels_last``) and, when it returns a feature map, its output
+    once (``to_channels_first``). Weight shapes do not depend on the layout
+    (kernels are HWIO, and ``flatten`` orders fc1's rows H, W, C in both), so
+    weight files stay the same. JAX and torch run NCHW natively and keep it.
+
+    Args:
+        data_format: The layout of the model's input and output.
+
+    Returns:
+        ``"channels_last"`` or ``"channels_first"``.
+    """
+    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+        return "channels_last"
+    return data_format
 
 
 def _check_input_shape(
