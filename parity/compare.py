@@ -7,7 +7,8 @@ the tolerance. Both runners return activations in torch's NCHW layout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOGIT_RTOL",
+    "MODES",
     "BlockDiff",
     "ParityError",
     "ParityReport",
@@ -205,7 +207,51 @@ def torch_forward(model: torch.nn.Module, x_nchw: np.ndarray, include_top: bool 
     return out
 
 
-def keras_forward(model: keras.Model, x_nchw: np.ndarray, include_top: bool = True) -> dict[str, np.ndarray]:
+#: How :func:`keras_forward` runs a model: a plain call, a ``tf.function``
+#: that relaxes its shapes after a second input size (``reduce_retracing``), an
+#: XLA-compiled ``tf.function`` (``jit_compile=True``), or ``Model.predict``.
+#: One function of each mode is kept per model, so a second input size is a
+#: second call of the same trace, as in a user's program.
+MODES: tuple[str, ...] = ("eager", "graph", "xla", "predict")
+
+_RUNNERS: weakref.WeakKeyDictionary[object, dict[str, object]] = weakref.WeakKeyDictionary()
+
+
+def _runner(model: keras.Model, include_top: bool, mode: str) -> Callable[[np.ndarray], list[object]]:
+    """The cached probe of ``model`` (block outputs and logits) run in ``mode``."""
+    import keras
+
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(MODES)}. Received: mode={mode!r}")
+    cache = _RUNNERS.setdefault(model, {})
+    key = f"{mode}/{include_top}"
+    if key not in cache:
+        pools = [layer for layer in model.layers if layer.name.endswith("_pool") and layer.name.startswith("block")]
+        outputs = [p.output for p in pools] + ([model.get_layer("predictions").output] if include_top else [])
+        probe = keras.Model(model.input, outputs)
+        if mode == "eager":
+            cache[key] = lambda x: probe(x, training=False)
+        elif mode == "predict":
+            cache[key] = lambda x: probe.predict(x, batch_size=len(x), verbose=0)
+        else:
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError(
+                    f"Mode {mode!r} runs a tf.function and needs the TensorFlow backend; use 'eager' or 'predict'. "
+                    f"Received: mode={mode!r}, backend={keras.backend.backend()!r}"
+                )
+            import tensorflow as tf
+
+            def call(x: object) -> object:
+                return probe(x, training=False)
+
+            fn = tf.function(call, reduce_retracing=True) if mode == "graph" else tf.function(call, jit_compile=True)
+            cache[key] = lambda x: fn(tf.constant(x))
+    return cache[key]  # type: ignore[return-value]
+
+
+def keras_forward(
+    model: keras.Model, x_nchw: np.ndarray, include_top: bool = True, mode: str = "eager"
+) -> dict[str, np.ndarray]:
     """Runs a vgg_keras model on an NCHW batch, keeping each block's output.
 
     The input is moved to the model's data format, and the block outputs back
@@ -216,24 +262,29 @@ def keras_forward(model: keras.Model, x_nchw: np.ndarray, include_top: bool = Tr
         x_nchw: Input batch, NCHW float32.
         include_top: Whether the model ends in ``predictions`` (``"logits"`` key;
             build it with ``classifier_activation=None`` to get logits).
+        mode: One of :data:`MODES`.
 
     Returns:
         The same keys as :func:`torch_forward`.
+
+    Raises:
+        ValueError: If ``mode`` is unknown or needs another backend.
     """
     import keras
 
-    channels_first = model.get_layer("block1_conv1").data_format == "channels_first"
-    pools = [layer for layer in model.layers if layer.name.endswith("_pool") and layer.name.startswith("block")]
-    outputs = [p.output for p in pools] + ([model.get_layer("predictions").output] if include_top else [])
-    probe = keras.Model(model.input, outputs)
+    from vgg_keras.model import TO_CHANNELS_LAST
+
+    inner_first = model.get_layer("block1_conv1").data_format == "channels_first"
+    input_first = inner_first or any(layer.name == TO_CHANNELS_LAST for layer in model.layers)
     x = np.asarray(x_nchw, dtype=np.float32)
-    if not channels_first:
+    if not input_first:
         x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-    results = probe(x, training=False)
+    results = _runner(model, include_top, mode)(x)
     results = [np.asarray(keras.ops.convert_to_numpy(r)) for r in results]
     out: dict[str, np.ndarray] = {}
-    for i, r in enumerate(results[: len(pools)], start=1):
-        out[f"block{i}"] = r if channels_first else np.transpose(r, (0, 3, 1, 2))
+    blocks = len(results) - (1 if include_top else 0)
+    for i, r in enumerate(results[:blocks], start=1):
+        out[f"block{i}"] = r if inner_first else np.transpose(r, (0, 3, 1, 2))
     if include_top:
         out["logits"] = results[-1]
     return out

@@ -20,7 +20,7 @@ import torchvision
 
 import parity.converter
 import vgg_keras
-from parity.compare import LOGIT_RTOL, ParityError, build_pair, compare_outputs, keras_forward, torch_forward
+from parity.compare import LOGIT_RTOL, MODES, ParityError, build_pair, compare_outputs, keras_forward, torch_forward
 from parity.config import PRESETS, VGGConfig
 from parity.converter import assign_keras_weights, convert_state_dict
 from parity.random_weights import randomized_state_dict
@@ -66,10 +66,28 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
 @pytest.mark.full
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_logits_and_blocks_match_torchvision(pair: Pair, size: tuple[int, int]) -> None:
+    """In every mode: eager, a relaxed tf.function, XLA and predict.
+
+    The sizes run in this order on one ``(None, None, 3)`` model, whose graph,
+    XLA and predict functions are kept between sizes: every size after the
+    first is a new size for the same trace, as in a user's program.
+    """
     x = _inputs(size, batch=2)
-    report = compare_outputs(torch_forward(pair.reference, x), keras_forward(pair.keras_last, x))
-    report.check()
-    assert report.max_rel <= LOGIT_RTOL and report.top1 == 1.0 and report.top5 == 1.0
+    expected = torch_forward(pair.reference, x)
+    for mode in MODES:
+        report = compare_outputs(expected, keras_forward(pair.keras_last, x, mode=mode))
+        report.check()
+        assert report.max_rel <= LOGIT_RTOL and report.top1 == 1.0 and report.top5 == 1.0, mode
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_sizes_in_a_row_on_one_model(mode: str) -> None:
+    """predict and a relaxed tf.function retrace with unknown sizes at the second size."""
+    cfg = TINY_CONFIGS["tiny_bn"].replace(pool_size=(7, 7))
+    reference, model = build_pair(cfg, randomized_state_dict(cfg, seed=13))
+    for size in [(32, 32), (64, 48), (33, 33), (200, 72), (32, 32)]:
+        x = _inputs(size, batch=2, seed=14)
+        compare_outputs(torch_forward(reference, x), keras_forward(model, x, mode=mode)).check()
 
 
 @pytest.mark.full
@@ -82,13 +100,15 @@ def test_batch_8_equals_batch_1(pair: Pair) -> None:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("size", [(224, 224), (64, 64)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", [(224, 224), (64, 64), (32, 32)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_channels_first_matches_torchvision(pair: Pair, size: tuple[int, int]) -> None:
     keras.config.set_image_data_format("channels_first")
     model = vgg_keras.build_vgg(pair.config, classifier_activation=None)
     assign_keras_weights(model, pair.weights)
     x = _inputs(size, batch=2, seed=4)
-    compare_outputs(torch_forward(pair.reference, x), keras_forward(model, x)).check()
+    expected = torch_forward(pair.reference, x)
+    for mode in MODES:
+        compare_outputs(expected, keras_forward(model, x, mode=mode)).check()
 
 
 @pytest.mark.full
@@ -117,7 +137,9 @@ def test_tiny_configs(name: str, data_format: str) -> None:
     sizes = [(32, 32)] if cfg.pool_size is None else [(32, 32), (33, 57), (64, 64)]
     for size in sizes:
         x = _inputs(size, batch=3, seed=10)
-        compare_outputs(torch_forward(reference, x), keras_forward(model, x)).check()
+        expected = torch_forward(reference, x)
+        for mode in MODES:
+            compare_outputs(expected, keras_forward(model, x, mode=mode)).check()
 
 
 def test_broken_converter_fails_and_names_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
