@@ -1,8 +1,11 @@
 """``python -m parity.report``: how closely vgg_keras reproduces torchvision, per variant and block.
 
-For each preset named (default all eight) and each input size, torchvision's
-model (the reference) and the Keras model with converted weights run on the same
-random batch; the report gives max absolute and relative logit differences,
+For each preset named (default all eight), each input size and each execution
+mode (eager call, relaxed ``tf.function``, XLA, ``predict``; default all four),
+torchvision's model (the reference) and the Keras model with converted weights
+run on the same random batch. The sizes run in order on one model per preset,
+so every size after the first is a new shape for the same graph, XLA and
+predict functions. The report gives max absolute and relative logit differences,
 top-1/top-5 agreement and the worst block, as a terminal table, a JSON file and
 a PNG plot of per-block differences (log scale) for every variant.
 
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.catalog import get_weights_record
-from parity.compare import LOGIT_RTOL, ParityReport
+from parity.compare import LOGIT_RTOL, MODES, ParityReport
 from parity.config import PRESETS
 
 __all__ = ["main", "parse_size", "run_report"]
@@ -79,9 +82,14 @@ def _pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
 
 
 def run_report(
-    archs: Sequence[str], sizes: Sequence[tuple[int, int]], source: str = "random-all", seed: int = 0, batch: int = 2
+    archs: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    source: str = "random-all",
+    seed: int = 0,
+    batch: int = 2,
+    modes: Sequence[str] = MODES,
 ) -> list[dict[str, object]]:
-    """Runs every (preset, size) comparison.
+    """Runs every (preset, size, mode) comparison.
 
     Args:
         archs: Preset names.
@@ -89,9 +97,10 @@ def run_report(
         source: ``"random-all"`` or ``"converted"``.
         seed: Seed of random weights and inputs.
         batch: Images per comparison.
+        modes: Execution modes among :data:`parity.compare.MODES`.
 
     Returns:
-        One dict per case: arch, size, and the :class:`ParityReport` fields.
+        One dict per case: arch, size, mode, and the :class:`ParityReport` fields.
     """
     import torch  # noqa: F401  (before Keras)
     import torchvision  # noqa: F401
@@ -101,22 +110,24 @@ def run_report(
     from parity.compare import compare_outputs, keras_forward, torch_forward
 
     cases: list[dict[str, object]] = []
-    total = len(archs) * len(sizes)
+    total = len(archs) * len(sizes) * len(modes)
     for arch in archs:
         reference, model = _pairs(arch, source, seed)
         for size in sizes:
-            started = time.perf_counter()
             x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
-            report: ParityReport = compare_outputs(torch_forward(reference, x), keras_forward(model, x))  # type: ignore[arg-type]
-            worst = report.worst_block
-            case = {"arch": arch, "size": list(size), **report.to_dict(), "worst_block": worst.name}
-            cases.append(case)
-            print(
-                f"[{len(cases)}/{total}] {arch:<9} {size[0]}x{size[1]:<4} max rel {report.max_rel:.2e} "
-                f"top-1 {report.top1:.0%} ({time.perf_counter() - started:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            expected = torch_forward(reference, x)  # type: ignore[arg-type]
+            for mode in modes:
+                started = time.perf_counter()
+                report: ParityReport = compare_outputs(expected, keras_forward(model, x, mode=mode))  # type: ignore[arg-type]
+                worst = report.worst_block
+                case = {"arch": arch, "size": list(size), "mode": mode, **report.to_dict(), "worst_block": worst.name}
+                cases.append(case)
+                print(
+                    f"[{len(cases)}/{total}] {arch:<9} {size[0]}x{size[1]:<4} {mode:<7} max rel {report.max_rel:.2e} "
+                    f"top-1 {report.top1:.0%} ({time.perf_counter() - started:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         del reference, model
         keras.backend.clear_session()
     return cases
@@ -125,20 +136,20 @@ def run_report(
 def format_table(cases: Sequence[dict[str, object]]) -> str:
     """A markdown table of the cases."""
     rows = [
-        "| variant | input | max abs diff | max rel diff | top-1 | top-5 | worst block | within 1e-5 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | input | mode | max abs diff | max rel diff | top-1 | top-5 | worst block | within 1e-5 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
         h, w = c["size"]  # type: ignore[misc]
         rows.append(
-            f"| {c['arch']} | {h}x{w} | {c['max_abs']:.2e} | {c['max_rel']:.2e} | {c['top1']:.0%} | {c['top5']:.0%} "
+            f"| {c['arch']} | {h}x{w} | {c['mode']} | {c['max_abs']:.2e} | {c['max_rel']:.2e} | {c['top1']:.0%} | {c['top5']:.0%} "
             f"| {c['worst_block']} | {'yes' if c['passed'] else 'NO'} |"
         )
     return "\n".join(rows)
 
 
 def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-all") -> None:
-    """Per-block relative differences, one panel per input size, one line per variant.
+    """Per-block relative differences: a row of panels per mode, a panel per input size, a line per variant.
 
     Args:
         cases: :func:`run_report`'s output.
@@ -155,23 +166,29 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     from vgg_keras.weights import write_atomic
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.2), sharey=True, squeeze=False)
+    modes = list(dict.fromkeys(str(c["mode"]) for c in cases))
+    fig, axes = plt.subplots(
+        len(modes), len(sizes), figsize=(4.2 * len(sizes), 3.6 * len(modes) + 0.6), sharey=True, squeeze=False
+    )
     archs = list(dict.fromkeys(str(c["arch"]) for c in cases))
     colors = plt.get_cmap("tab10")
-    for ax, size in zip(axes[0], sizes, strict=True):
+    panels = [(row, mode, ax, size) for row, mode in enumerate(modes) for ax, size in zip(axes[row], sizes, strict=True)]
+    for row, mode, ax, size in panels:
         for i, arch in enumerate(archs):
-            case = next(c for c in cases if c["arch"] == arch and tuple(c["size"]) == size)  # type: ignore[arg-type]
+            case = next(c for c in cases if c["arch"] == arch and tuple(c["size"]) == size and c["mode"] == mode)  # type: ignore[arg-type]
             blocks = case["blocks"]  # type: ignore[index]
             names = [b["name"] for b in blocks]
             values = [max(b["max_rel"], 1e-9) for b in blocks]
             ax.plot(names, values, marker="o", color=colors(i), linestyle="--" if arch.endswith("_bn") else "-", label=arch)
         ax.axhline(LOGIT_RTOL, color="red", linewidth=1, label=f"tolerance {LOGIT_RTOL:g}")
         ax.set_yscale("log")
-        ax.set_title(f"input {size[0]}x{size[1]}")
-        ax.set_xlabel("output after")
+        ax.set_title(f"{mode}, input {size[0]}x{size[1]}")
+        if row == len(modes) - 1:
+            ax.set_xlabel("output after")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("max |keras - torch| / max |torch|")
+    for row in axes:
+        row[0].set_ylabel("max |keras - torch| / max |torch|")
     axes[0][-1].legend(fontsize=8, loc="lower right")
     weights = "torchvision's ImageNet weights" if source == "converted" else "every weight random"
     fig.suptitle(f"vgg_keras vs torchvision, fp32 CPU, {weights}: relative difference per block")
@@ -196,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES], metavar="SIZE")
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument(
+        "--mode", nargs="+", choices=MODES, default=list(MODES), dest="modes", help="execution modes (default: all)"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
     args = parser.parse_args(argv)
     unknown = [a for a in args.archs if a not in PRESETS]
@@ -207,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     archs = args.archs or list(PRESETS)
     source = "converted" if args.weights else "random-all"
-    cases = run_report(archs, args.sizes, source, args.seed, args.batch)
+    modes = list(dict.fromkeys(args.modes))
+    cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes)
     table = format_table(cases)
     print(table)
     import keras
@@ -221,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "batch": args.batch,
         "rtol": LOGIT_RTOL,
+        "modes": modes,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "versions": {"torch": torch.__version__, "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
         "cases": cases,

@@ -14,11 +14,12 @@ from parity.report import main
 
 
 def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["vgg11", "vgg11_bn", "--sizes", "32", "40x64", "--out-dir", str(tmp_path)]) == 0
+    assert main(["vgg11", "vgg11_bn", "--sizes", "32", "40x64", "--mode", "xla", "predict", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr()
-    assert "| vgg11_bn | 40x64 |" in out.out and "[4/4]" in out.err
+    assert "| vgg11_bn | 40x64 | predict |" in out.out and "[8/8]" in out.err
     data = json.loads((tmp_path / "parity_report.json").read_text())
-    assert [c["arch"] for c in data["cases"]] == ["vgg11", "vgg11", "vgg11_bn", "vgg11_bn"]
+    assert data["modes"] == ["xla", "predict"]
+    assert [(c["arch"], c["mode"]) for c in data["cases"][:4]] == [("vgg11", m) for m in ("xla", "predict")] * 2
     assert all(c["max_rel"] <= LOGIT_RTOL and c["top1"] == 1.0 for c in data["cases"])
     assert [b["name"] for b in data["cases"][0]["blocks"]] == ["block1", "block2", "block3", "block4", "block5", "logits"]
     assert (tmp_path / "parity_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -32,6 +33,7 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["vgg17", "--out-dir", str(tmp_path)]) == 2
     assert "Received: vgg17" in capsys.readouterr().err
     assert main(["vgg11", "--out-dir", str(tmp_path / "missing")]) == 2
-    with pytest.raises(SystemExit) as info:
-        main(["vgg11", "--sizes", "16"])
-    assert info.value.code == 2
+    for bad in (["--sizes", "16"], ["--mode", "jit"]):
+        with pytest.raises(SystemExit) as info:
+            main(["vgg11", *bad])
+        assert info.value.code == 2
