@@ -206,6 +206,7 @@ def test_written_file_equals_keras_save_weights(
             assert np.array_equal(a.numpy(), b.numpy()), a.path
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
 def test_one_file_for_both_data_formats(include_top: bool, tmp_path: Path) -> None:
     """A file written under channels_first is the channels_last file, and loads into both layouts."""

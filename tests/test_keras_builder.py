@@ -83,6 +83,7 @@ def test_cifar_config_fixed_input() -> None:
     assert tuple(vgg_keras.build_vgg(CIFAR, include_top=False, input_shape=(64, 64, 3)).output.shape) == (None, 8, 8, 16)
 
 
+@pytest.mark.cpu_kernels
 def test_channels_first() -> None:
     """NCHW in and out; inside, NHWC on TensorFlow (it has no NCHW CPU kernels without oneDNN)."""
     keras.config.set_image_data_format("channels_first")
@@ -164,6 +165,7 @@ def test_import_does_not_load_torch() -> None:
 CONV_BIAS_ATOL = 1e-4
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 def test_conv_bias_right_when_width_equals_filters(data_format: str) -> None:
     from vgg_keras.layers import Conv2D

@@ -80,6 +80,7 @@ def test_logits_and_blocks_match_torchvision(pair: Pair, size: tuple[int, int]) 
         assert report.max_rel <= LOGIT_RTOL and report.top1 == 1.0 and report.top5 == 1.0, mode
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("mode", MODES)
 def test_two_sizes_in_a_row_on_one_model(mode: str) -> None:
     """predict and a relaxed tf.function retrace with unknown sizes at the second size."""
@@ -100,6 +101,7 @@ def test_batch_8_equals_batch_1(pair: Pair) -> None:
 
 
 @pytest.mark.full
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("size", [(224, 224), (64, 64), (32, 32)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_channels_first_matches_torchvision(pair: Pair, size: tuple[int, int]) -> None:
     keras.config.set_image_data_format("channels_first")
@@ -128,6 +130,7 @@ def test_weights_load_into_keras_applications(arch: str, tmp_path: Path) -> None
     assert np.max(np.abs(expected - got)) <= LOGIT_RTOL * np.max(np.abs(expected))
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
 def test_tiny_configs(name: str, data_format: str) -> None:
