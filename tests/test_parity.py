@@ -145,6 +145,22 @@ def test_tiny_configs(name: str, data_format: str) -> None:
             compare_outputs(expected, keras_forward(model, x, mode=mode)).check()
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_exported_saved_model_matches_torchvision(data_format: str, tmp_path: Path) -> None:
+    """model.export serves any size (its signature has unknown spatial sizes), 32 px included."""
+    keras.config.set_image_data_format(data_format)
+    cfg = TINY_CONFIGS["tiny_bn"].replace(pool_size=(7, 7))
+    reference, model = build_pair(cfg, randomized_state_dict(cfg, seed=15))
+    model.export(tmp_path / "served", format="tf_saved_model", verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "served"))  # keep it: .serve holds only weak references
+    for size in [(32, 32), (224, 224), (45, 97)]:
+        x = _inputs(size, batch=2, seed=16)
+        logits = np.asarray(loaded.serve(x if data_format == "channels_first" else x.transpose(0, 2, 3, 1)))
+        expected = torch_forward(reference, x)["logits"]
+        assert np.max(np.abs(logits - expected)) <= LOGIT_RTOL * np.max(np.abs(expected)), size
+
+
 def test_broken_converter_fails_and_names_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
     """A converter that swaps BN running mean and variance is caught at block 1."""
     original = parity.converter.weight_map
