@@ -21,7 +21,7 @@ from vgg_keras.initializers import (
     conv_kernel_initializer,
     dense_kernel_initializer,
 )
-from vgg_keras.layers import Conv2D, Unfilled
+from vgg_keras.layers import BatchNormalization, Conv2D, Unfilled
 
 __all__ = ["build_vgg", "preset_builder"]
 
@@ -127,7 +127,7 @@ def build_vgg(
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "bn":
-            x = keras.layers.BatchNormalization(
+            x = BatchNormalization(
                 axis=channel_axis,
                 epsilon=BN_EPSILON,
                 momentum=1.0 - BN_MOMENTUM_TORCH,
