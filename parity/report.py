@@ -10,6 +10,11 @@ Weights: ``--init random-all --seed N`` (every tensor random, BN statistics
 included; works offline) or ``--weights converted`` (torchvision's ImageNet
 weights from torch's hub cache against the converted file in Keras' cache).
 
+``--train-steps N`` adds a training section (:func:`parity.training.report`):
+N SGD steps of a small batch-norm VGG in both frameworks, a per-step loss
+table, the final weight difference, ``training_report.json`` and a PNG of both
+loss curves.
+
 torch and torchvision are imported before Keras/TensorFlow (the reverse order
 crashes when torchvision pulls in triton).
 """
@@ -197,7 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES], metavar="SIZE")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
+    parser.add_argument(
+        "--train-steps", type=int, metavar="N", help="also run N SGD steps in both frameworks (training_report.json/.png)"
+    )
     args = parser.parse_args(argv)
+    if args.train_steps is not None and args.train_steps < 1:
+        print(f"error: --train-steps must be a positive integer. Received: --train-steps {args.train_steps}", file=sys.stderr)
+        return 2
     unknown = [a for a in args.archs if a not in PRESETS]
     if unknown:
         print(f"error: ARCH must be among {', '.join(PRESETS)}. Received: {' '.join(unknown)}", file=sys.stderr)
@@ -230,7 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_atomic(json_path, json.dumps(data, indent=2))
     plot(cases, png_path, source)
     print(f"\nwrote {json_path} and {png_path}", file=sys.stderr)
-    return 0 if all(c["passed"] for c in cases) else 1
+    passed = all(c["passed"] for c in cases)
+    if args.train_steps is not None:
+        from parity.training import report as training_report
+
+        passed = training_report(args.train_steps, args.out_dir, args.seed) and passed
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
