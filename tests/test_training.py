@@ -155,3 +155,34 @@ def test_training_needs_dropout_zero() -> None:
     config = TINY_CONFIGS["tiny_bn"]
     with pytest.raises(ValueError, match="Received: dropout=0.5"):
         run_training(config, randomized_state_dict(config), 1)
+
+
+def test_keras_fit_with_torch_sgd_matches_torch_training() -> None:
+    """``model.fit`` with TorchSGD and StepLR ends where torch's loop ends (README's fine-tune recipe)."""
+    import keras
+
+    from parity.training import TRAIN_TINY_BN, TRAIN_WEIGHT_RTOL, keras_state
+    from vgg_keras.optimizers import StepLR, TorchSGD
+
+    config, steps, per_epoch = TRAIN_TINY_BN, 12, 4
+    reference, model = build_pair(config, randomized_state_dict(config, seed=6))
+    batches = training_batches(config, steps, seed=7)
+    torch_opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.StepLR(torch_opt, step_size=1, gamma=0.5)
+    reference.train()
+    for step, (x, y) in enumerate(batches):
+        torch_opt.zero_grad()
+        torch.nn.functional.cross_entropy(reference(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        torch_opt.step()
+        if (step + 1) % per_epoch == 0:
+            scheduler.step()
+    schedule = StepLR(0.05, step_size=1, gamma=0.5, steps_per_epoch=per_epoch)
+    model.compile(optimizer=TorchSGD(schedule, momentum=0.9, weight_decay=1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.concatenate([np.transpose(b[0], (0, 2, 3, 1)) for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    # One pass over the 12 batches; the schedule counts its "epochs" of 4 optimizer steps itself.
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    expected = {k: v.numpy() for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    diffs = gradient_diffs(expected, keras_state(model, config))
+    worst = max(diffs, key=lambda d: d.max_rel)
+    assert worst.max_rel <= TRAIN_WEIGHT_RTOL, worst
