@@ -30,13 +30,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAD_RTOL",
+    "TRAIN_TINY_BN",
     "TRAIN_LOSS_RTOL",
     "TRAIN_WEIGHT_RTOL",
+    "GradientDiff",
     "TrainingRun",
     "cancelled_biases",
+    "cross_entropy_torch",
     "gradient_diffs",
     "keras_gradients",
     "keras_state",
+    "plot_losses",
+    "report",
     "run_training",
     "torch_gradients",
     "training_batches",

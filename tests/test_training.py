@@ -186,3 +186,17 @@ def test_keras_fit_with_torch_sgd_matches_torch_training() -> None:
     diffs = gradient_diffs(expected, keras_state(model, config))
     worst = max(diffs, key=lambda d: d.max_rel)
     assert worst.max_rel <= TRAIN_WEIGHT_RTOL, worst
+
+
+def test_imports_stay_lazy() -> None:
+    from tests.conftest import run_python
+
+    code = (
+        "import sys, parity.training, parity.to_torch\n"
+        "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import vgg_keras.optimizers, vgg_keras.initializers\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
