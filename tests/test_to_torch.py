@@ -105,3 +105,18 @@ def test_cli_verification_failure_writes_nothing(tmp_path: Path, monkeypatch: py
     out = tmp_path / "back.pth"
     assert main(["vgg11", "--to", "torch", "--keras-weights", str(keras_file), "--output", str(out), "--quiet"]) == 1
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.full
+def test_cli_features_only(tmp_path: Path) -> None:
+    config = parity.config.PRESETS["vgg11"]
+    state = randomized_state_dict(config, seed=8, include_top=False)
+    keras_file = tmp_path / "features.weights.h5"
+    write_keras_weights(state, config, keras_file, include_top=False)
+    out = tmp_path / "features.pt"
+    assert main(["vgg11", "--to", "torch", "--keras-weights", str(keras_file), "--output", str(out), "--quiet"]) == 0
+    back, _ = load_checkpoint(out)
+    assert sorted(back) == sorted(state) and all(np.array_equal(back[k], v) for k, v in state.items())
+    torchvision.models.vgg11(weights=None).features.load_state_dict(
+        {k.removeprefix("features."): torch.from_numpy(v) for k, v in back.items()}, strict=True
+    )

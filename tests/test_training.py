@@ -82,6 +82,13 @@ def test_gradients_match_torch_tiny(name: str) -> None:
     _check(TINY_CONFIGS[name].replace(dropout=0.0))
 
 
+def test_gradients_match_torch_channels_first() -> None:
+    import keras
+
+    keras.config.set_image_data_format("channels_first")  # the conftest fixture restores channels_last
+    _check(TINY_CONFIGS["tiny_bn"].replace(dropout=0.0))
+
+
 @pytest.mark.full
 @pytest.mark.parametrize("arch", ["vgg11_bn", "vgg16"])
 def test_gradients_match_torch_full_size(arch: str) -> None:
