@@ -1,4 +1,4 @@
-"""``python -m parity.convert ARCH``: torchvision VGG weights to a verified Keras file.
+"""``python -m parity.convert ARCH``: torchvision VGG weights to a verified Keras file, and back.
 
 Sources, one at a time: torchvision's published weights (``--weights``, the
 default, downloaded into torch's hub cache with the hash checked), a local
@@ -8,6 +8,10 @@ temporary name (:func:`parity.converter.write_keras_weights`; no Keras model of
 the network). Verification is on by default: the torch model runs on one fixed
 batch, its weights are freed, the written file is loaded into a Keras model
 that runs the same batch, and the file is renamed into place only if they agree.
+
+``--to torch --keras-weights FILE`` goes the other way: a Keras
+``.weights.h5`` to a torchvision state dict (``.pth``, ``.pt`` or
+``.safetensors``), verified the same way (:mod:`parity.to_torch`).
 
 Exit codes: 0 success, 1 parity failure, 2 bad input (one line on stderr,
 ending in ``Received: ...``; nothing written), 130/143 interrupted (SIGINT or
@@ -517,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m parity.convert",
-        description="Convert torchvision VGG weights to a verified Keras .weights.h5 file.",
+        description="Convert torchvision VGG weights to a verified Keras .weights.h5 file, or (--to torch) back.",
     )
     parser.add_argument("arch", choices=list(PRESETS), help="torchvision architecture")
     src = parser.add_mutually_exclusive_group()
@@ -525,8 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--weights", choices=names, help=f"torchvision's published weights (default {DEFAULT_WEIGHTS})")
     src.add_argument("--checkpoint", metavar="PATH", help="a local .pth/.pt/.safetensors checkpoint")
     src.add_argument("--init", choices=INIT_CHOICES, help="random weights: torchvision's init, or every tensor random")
+    parser.add_argument(
+        "--to", choices=("keras", "torch"), default="keras", help="direction: torch -> Keras (default) or Keras -> torch"
+    )
+    parser.add_argument("--keras-weights", metavar="PATH", help="with --to torch: the Keras .weights.h5 to convert")
     parser.add_argument("--seed", type=int, default=0, help="seed for --init (default 0)")
-    parser.add_argument("--output", metavar="PATH", help="target .weights.h5 (default: Keras' cache for torchvision weights)")
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="target .weights.h5 (default: Keras' cache for torchvision weights); with --to torch a .pth, .pt or .safetensors",
+    )
     parser.add_argument("--report", metavar="PATH", help="write the verification report as JSON")
     parser.add_argument("--num-classes", type=int, help="expected class count; must match the checkpoint (with --init: the class count of the random model)")
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with torch")
@@ -567,6 +579,34 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
+def _to_torch(args: argparse.Namespace) -> ConvertResult:
+    """Runs ``--to torch`` after checking that no torch -> Keras option was given.
+
+    Raises:
+        UsageError: If the direction and the source options disagree.
+    """
+    from parity.to_torch import convert_to_torch
+
+    if args.to != "torch":
+        raise UsageError(f"--keras-weights is the source of --to torch. Received: --to {args.to} --keras-weights {args.keras_weights}")
+    given = [f"--{name}" for name in ("weights", "checkpoint", "init") if getattr(args, name) is not None]
+    if given or args.keras_weights is None:
+        raise UsageError(
+            "--to torch converts a Keras file: pass --keras-weights PATH (and no --weights, --checkpoint or --init). "
+            f"Received: {' '.join(given) or 'no --keras-weights'}"
+        )
+    return convert_to_torch(  # type: ignore[return-value]
+        args.arch,
+        args.keras_weights,
+        output=args.output,
+        report=args.report,
+        num_classes=args.num_classes,
+        verify_outputs=not args.no_verify,
+        force=args.force,
+        quiet=args.quiet,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point.
 
@@ -598,19 +638,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sys.unraisablehook = quiet_unraisable
     try:
-        result = convert(
-            args.arch,
-            weights=args.weights,
-            checkpoint=args.checkpoint,
-            init=args.init,
-            seed=args.seed,
-            output=args.output,
-            report=args.report,
-            num_classes=args.num_classes,
-            verify_outputs=not args.no_verify,
-            force=args.force,
-            quiet=args.quiet,
-        )
+        if args.to == "torch" or args.keras_weights is not None:
+            result = _to_torch(args)
+        else:
+            result = convert(
+                args.arch,
+                weights=args.weights,
+                checkpoint=args.checkpoint,
+                init=args.init,
+                seed=args.seed,
+                output=args.output,
+                report=args.report,
+                num_classes=args.num_classes,
+                verify_outputs=not args.no_verify,
+                force=args.force,
+                quiet=args.quiet,
+            )
     except (UsageError, CheckpointError, ConversionError) as e:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2

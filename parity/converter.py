@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,14 @@ import numpy as np
 
 from parity.config import VGGConfig, layer_plan, torch_state_shapes
 from parity.errors import shorten
-from parity.layouts import conv_oihw_to_hwio, dense_out_in_to_in_out, dense_rows_chw_to_hwc
+from parity.layouts import (
+    conv_hwio_to_oihw,
+    conv_oihw_to_hwio,
+    dense_in_out_to_out_in,
+    dense_out_in_to_in_out,
+    dense_rows_chw_to_hwc,
+    dense_rows_hwc_to_chw,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -47,6 +54,7 @@ __all__ = [
     "check_state_dict",
     "convert_state_dict",
     "infer_num_classes",
+    "keras_to_state_dict",
     "keras_file_layout",
     "read_keras_weights",
     "weight_map",
@@ -62,6 +70,10 @@ class ConversionError(ValueError):
     """The state dict does not fit the config or the Keras model."""
 
 
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
 @dataclass(frozen=True)
 class WeightMapping:
     """Where one torch tensor goes in Keras.
@@ -75,6 +87,8 @@ class WeightMapping:
             transform maps torch's first axis (output features) to Keras' last
             axis, so a slab of output features converts on its own.
         keras_shape: Shape of the Keras variable.
+        inverse: The layout transform back, Keras array -> torch array
+            (gradients, trained weights); ``inverse(transform(x))`` equals ``x``.
     """
 
     torch_key: str
@@ -82,10 +96,7 @@ class WeightMapping:
     keras_index: int
     transform: Callable[[np.ndarray], np.ndarray]
     keras_shape: tuple[int, ...]
-
-
-def _identity(x: np.ndarray) -> np.ndarray:
-    return x
+    inverse: Callable[[np.ndarray], np.ndarray] = _identity
 
 
 def weight_map(config: VGGConfig, include_top: bool = True) -> list[WeightMapping]:
@@ -106,7 +117,9 @@ def weight_map(config: VGGConfig, include_top: bool = True) -> list[WeightMappin
         vector = (spec.out_features,)
         if spec.kind == "conv":
             mappings += [
-                WeightMapping(f"{t}.weight", k, 0, conv_oihw_to_hwio, (3, 3, spec.in_features, spec.out_features)),
+                WeightMapping(
+                    f"{t}.weight", k, 0, conv_oihw_to_hwio, (3, 3, spec.in_features, spec.out_features), conv_hwio_to_oihw
+                ),
                 WeightMapping(f"{t}.bias", k, 1, _identity, vector),
             ]
         elif spec.kind == "bn":
@@ -123,11 +136,14 @@ def weight_map(config: VGGConfig, include_top: bool = True) -> list[WeightMappin
                 def kernel(x: np.ndarray, c: int = channels, h: int = height, w: int = width) -> np.ndarray:
                     return dense_rows_chw_to_hwc(x, c, h, w)
 
+                def back(x: np.ndarray, c: int = channels, h: int = height, w: int = width) -> np.ndarray:
+                    return dense_rows_hwc_to_chw(x, c, h, w)
+
                 first_dense = False
             else:
-                kernel = dense_out_in_to_in_out
+                kernel, back = dense_out_in_to_in_out, dense_in_out_to_out_in
             mappings += [
-                WeightMapping(f"{t}.weight", k, 0, kernel, (spec.in_features, spec.out_features)),
+                WeightMapping(f"{t}.weight", k, 0, kernel, (spec.in_features, spec.out_features), back),
                 WeightMapping(f"{t}.bias", k, 1, _identity, vector),
             ]
     return mappings
@@ -201,6 +217,43 @@ def convert_state_dict(
         assert len(slots) == m.keras_index, "weight_map must list each layer's weights in order"
         slots.append(m.transform(np.asarray(state_dict[m.torch_key])))
     return out
+
+
+def keras_to_state_dict(
+    weights: Mapping[str, Sequence[np.ndarray]], config: VGGConfig, include_top: bool = True
+) -> dict[str, np.ndarray]:
+    """Maps Keras layer arrays back to torchvision's names and layouts; the inverse of :func:`convert_state_dict`.
+
+    Args:
+        weights: ``{keras layer name: arrays in layer.weights order}`` (weights,
+            or gradients of the trainable ones: a layer's list may stop early).
+        config: The network.
+        include_top: Whether the classifier is included.
+
+    Returns:
+        ``{torchvision key: array}`` for every mapped array present
+        (``num_batches_tracked`` excluded), in torchvision's order.
+
+    Raises:
+        ConversionError: Listing mapped layers absent from ``weights`` and shape mismatches.
+    """
+    mappings = weight_map(config, include_top)
+    missing = sorted({m.keras_layer for m in mappings if m.keras_layer not in weights})
+    wrong = [
+        f"{m.keras_layer}[{m.keras_index}] {tuple(np.shape(weights[m.keras_layer][m.keras_index]))} != {m.keras_shape}"
+        for m in mappings
+        if m.keras_layer in weights
+        and m.keras_index < len(weights[m.keras_layer])
+        and tuple(np.shape(weights[m.keras_layer][m.keras_index])) != m.keras_shape
+    ]
+    problems = _problems({"layers missing": missing, "shape mismatches": wrong})
+    if problems:
+        raise ConversionError(f"Keras arrays do not fit {config.name}: " + "; ".join(problems))
+    return {
+        m.torch_key: np.ascontiguousarray(m.inverse(np.asarray(weights[m.keras_layer][m.keras_index])))
+        for m in mappings
+        if m.keras_index < len(weights[m.keras_layer])
+    }
 
 
 @dataclass(frozen=True)

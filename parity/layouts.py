@@ -1,4 +1,4 @@
-"""Named layout transforms from PyTorch tensors to Keras variables (numpy only).
+"""Named layout transforms between PyTorch tensors and Keras variables (numpy only).
 
 Each function says its source and target layout. They return views where the
 layout allows it; the one real reordering (the first dense layer's rows) makes
@@ -7,13 +7,23 @@ one copy of what it is given.
 Every transform maps torch's first axis (output features) to Keras' last axis,
 so ``f(x[a:b])`` equals ``f(x)[..., a:b]``: the file writer converts and writes
 a large tensor a slab of output features at a time.
+
+The inverse transforms (Keras -> torch) carry gradients and trained weights
+back to torch's names and layouts; each undoes one forward transform exactly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["conv_oihw_to_hwio", "dense_out_in_to_in_out", "dense_rows_chw_to_hwc"]
+__all__ = [
+    "conv_hwio_to_oihw",
+    "conv_oihw_to_hwio",
+    "dense_in_out_to_out_in",
+    "dense_out_in_to_in_out",
+    "dense_rows_chw_to_hwc",
+    "dense_rows_hwc_to_chw",
+]
 
 
 def conv_oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
@@ -68,3 +78,55 @@ def dense_rows_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, width:
         )
     # (out, C, H, W) -> (H, W, C, out): one copy, made by the final reshape.
     return kernel.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(height * width * channels, out)
+
+
+def conv_hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
+    """Conv kernel from Keras' (kh, kw, in, out) to torch's (out, in, kh, kw); undoes :func:`conv_oihw_to_hwio`.
+
+    Args:
+        kernel: A 4D Keras ``Conv2D.kernel``.
+
+    Returns:
+        The torch ``Conv2d.weight`` (a transposed view).
+    """
+    return np.transpose(kernel, (3, 2, 0, 1))
+
+
+def dense_in_out_to_out_in(kernel: np.ndarray) -> np.ndarray:
+    """Dense kernel from Keras' (in, out) to torch's (out, in); undoes :func:`dense_out_in_to_in_out`.
+
+    Args:
+        kernel: A 2D Keras ``Dense.kernel``.
+
+    Returns:
+        The torch ``Linear.weight`` (a transposed view).
+    """
+    return kernel.T
+
+
+def dense_rows_hwc_to_chw(kernel: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+    """First dense layer after a flatten: Keras' (H*W*C, out) to torch's (out, C*H*W).
+
+    Undoes :func:`dense_rows_chw_to_hwc`: Keras' input feature ``h*W*C + w*C + c``
+    is torch's ``c*H*W + h*W + w``.
+
+    Args:
+        kernel: The Keras ``Dense.kernel``, shape ``(height*width*channels, out)``.
+        channels: Channels of the flattened feature map.
+        height: Its height.
+        width: Its width.
+
+    Returns:
+        The torch ``Linear.weight``, shape ``(out, channels*height*width)``.
+
+    Raises:
+        ValueError: If the kernel's height is not ``channels*height*width``.
+    """
+    features, out = kernel.shape
+    if features != channels * height * width:
+        raise ValueError(
+            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
+            f"inputs. Received: kernel.shape={kernel.shape}"
+        )
+    # (H, W, C, out) -> (out, C, H, W): one copy, made by the final reshape.
+    return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, channels * height * width)

@@ -13,6 +13,11 @@ Weights: ``--init random-all --seed N`` (every tensor random, BN statistics
 included; works offline) or ``--weights converted`` (torchvision's ImageNet
 weights from torch's hub cache against the converted file in Keras' cache).
 
+``--train-steps N`` adds a training section (:func:`parity.training.report`):
+N SGD steps of a small batch-norm VGG in both frameworks, a per-step loss
+table, the final weight difference, ``training_report.json`` and a PNG of both
+loss curves.
+
 torch and torchvision are imported before Keras/TensorFlow (the reverse order
 crashes when torchvision pulls in triton).
 """
@@ -217,7 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mode", nargs="+", choices=MODES, default=list(MODES), dest="modes", help="execution modes (default: all)"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
+    parser.add_argument(
+        "--train-steps", type=int, metavar="N", help="also run N SGD steps in both frameworks (training_report.json/.png)"
+    )
     args = parser.parse_args(argv)
+    if args.train_steps is not None and args.train_steps < 1:
+        print(f"error: --train-steps must be a positive integer. Received: --train-steps {args.train_steps}", file=sys.stderr)
+        return 2
     unknown = [a for a in args.archs if a not in PRESETS]
     if unknown:
         print(f"error: ARCH must be among {', '.join(PRESETS)}. Received: {' '.join(unknown)}", file=sys.stderr)
@@ -252,7 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_atomic(json_path, json.dumps(data, indent=2))
     plot(cases, png_path, source)
     print(f"\nwrote {json_path} and {png_path}", file=sys.stderr)
-    return 0 if all(c["passed"] for c in cases) else 1
+    passed = all(c["passed"] for c in cases)
+    if args.train_steps is not None:
+        from parity.training import report as training_report
+
+        passed = training_report(args.train_steps, args.out_dir, args.seed) and passed
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

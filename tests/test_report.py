@@ -37,3 +37,14 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         with pytest.raises(SystemExit) as info:
             main(["vgg11", *bad])
         assert info.value.code == 2
+
+
+def test_report_training_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["vgg11", "--sizes", "32", "--train-steps", "6", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 6 | 0.005 |" in out and "After 6 steps" in out  # the rate drops after 3 steps
+    data = json.loads((tmp_path / "training_report.json").read_text())
+    assert data["steps"] == 6 and data["passed"] and len(data["torch_losses"]) == len(data["keras_losses"]) == 6
+    assert (tmp_path / "training_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["vgg11", "--train-steps", "0", "--out-dir", str(tmp_path)]) == 2
+    assert "Received: --train-steps 0" in capsys.readouterr().err

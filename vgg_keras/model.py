@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 import keras
 
 from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
-from vgg_keras.layers import AdaptiveAveragePooling2D, Conv2D, Unfilled
+from vgg_keras.initializers import (
+    KaimingNormalFanOut,
+    TorchLinearNormal,
+    conv_kernel_initializer,
+    dense_kernel_initializer,
+)
+from vgg_keras.layers import AdaptiveAveragePooling2D, BatchNormalization, Conv2D, Unfilled
 
 __all__ = ["TO_CHANNELS_FIRST", "TO_CHANNELS_LAST", "build_vgg", "internal_data_format", "preset_builder"]
 
@@ -60,13 +66,19 @@ def build_vgg(
         classifier_activation: Activation of ``predictions``; ``None`` for logits.
         name: Model name; defaults to ``config.name``.
         kernel_initializer: Initializer of the convolution and dense kernels.
-            ``None`` means Keras' ``"glorot_uniform"``, or
-            :class:`vgg_keras.layers.Unfilled` when ``weights`` is given: the
-            file overwrites every kernel, and a random initialization of
-            VGG16's 138M parameters takes about a second and 0.8 GB of
-            temporary buffers, which TensorFlow's allocator keeps. After the
-            load, such layers report ``GlorotUniform`` (what
-            ``keras.models.clone_model`` then uses).
+            ``None`` (or ``"torchvision"``) means torchvision's scheme:
+            :class:`vgg_keras.initializers.KaimingNormalFanOut` for
+            convolutions and :class:`vgg_keras.initializers.TorchLinearNormal`
+            (N(0, 0.01)) for dense layers; biases start at zero and batch norm
+            at gamma 1, beta 0 either way. ``"glorot_uniform"`` gives Keras'
+            default; any other Keras initializer applies to every kernel.
+            When ``weights`` is given, ``None`` means
+            :class:`vgg_keras.layers.Unfilled`: the file overwrites every
+            kernel, and a random initialization of VGG16's 138M parameters
+            takes about a second and 0.8 GB of temporary buffers, which
+            TensorFlow's allocator keeps. After the load, such layers report
+            torchvision's initializers (what ``keras.models.clone_model`` then
+            uses).
 
     Returns:
         A functional ``keras.Model``.
@@ -94,8 +106,8 @@ def build_vgg(
         from vgg_keras.weights import resolve_weights
 
         weights_path = resolve_weights(weights, config, include_top=include_top)
-    if kernel_initializer is None:
-        kernel_initializer = "glorot_uniform" if weights_path is None else Unfilled()
+    if kernel_initializer is None and weights_path is not None:
+        kernel_initializer = Unfilled()
     if input_tensor is None:
         img_input = keras.Input(shape=shape)
         inputs = img_input
@@ -120,11 +132,11 @@ def build_vgg(
                 padding="same",
                 activation=None if config.batch_norm else "relu",
                 data_format=compute_format,
-                kernel_initializer=kernel_initializer,
+                kernel_initializer=conv_kernel_initializer(kernel_initializer),
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "bn":
-            x = keras.layers.BatchNormalization(
+            x = BatchNormalization(
                 axis=channel_axis,
                 epsilon=BN_EPSILON,
                 momentum=1.0 - BN_MOMENTUM_TORCH,
@@ -143,7 +155,7 @@ def build_vgg(
             x = keras.layers.Dense(
                 spec.out_features,
                 activation=classifier_activation if last else "relu",
-                kernel_initializer=kernel_initializer,
+                kernel_initializer=dense_kernel_initializer(kernel_initializer),
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "dropout":
@@ -163,8 +175,9 @@ def build_vgg(
         load_converted_weights(model, weights_path, config, include_top=include_top)
         for layer in model.layers:
             if isinstance(getattr(layer, "kernel_initializer", None), Unfilled):
-                # Loaded: a clone or a model rebuilt from this config gets Keras' default, not undefined values.
-                layer.kernel_initializer = keras.initializers.GlorotUniform()
+                # Loaded: a clone or a model rebuilt from this config gets torchvision's init, not undefined values.
+                conv = isinstance(layer, keras.layers.Conv2D)
+                layer.kernel_initializer = KaimingNormalFanOut() if conv else TorchLinearNormal()
     return model
 
 
