@@ -272,10 +272,10 @@ def keras_forward(
     """
     import keras
 
-    from vgg_keras.model import TO_CHANNELS_LAST
+    from vgg_keras.model import input_data_format
 
     inner_first = model.get_layer("block1_conv1").data_format == "channels_first"
-    input_first = inner_first or any(layer.name == TO_CHANNELS_LAST for layer in model.layers)
+    input_first = input_data_format(model) == "channels_first"
     x = np.asarray(x_nchw, dtype=np.float32)
     if not input_first:
         x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))

@@ -157,8 +157,10 @@ def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 
 def _to_model_layout(model: keras.Model, x_nchw: np.ndarray) -> np.ndarray:
+    from vgg_keras.model import input_data_format
+
     x = np.asarray(x_nchw, dtype=np.float32)
-    if model.get_layer("block1_conv1").data_format == "channels_first":
+    if input_data_format(model) == "channels_first":
         return x
     return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
 

@@ -23,7 +23,14 @@ from vgg_keras.initializers import (
 )
 from vgg_keras.layers import AdaptiveAveragePooling2D, BatchNormalization, Conv2D, Unfilled
 
-__all__ = ["TO_CHANNELS_FIRST", "TO_CHANNELS_LAST", "build_vgg", "internal_data_format", "preset_builder"]
+__all__ = [
+    "TO_CHANNELS_FIRST",
+    "TO_CHANNELS_LAST",
+    "build_vgg",
+    "input_data_format",
+    "internal_data_format",
+    "preset_builder",
+]
 
 #: Names of the two weightless layers a ``channels_first`` model computes
 #: between on the TensorFlow backend (see :func:`internal_data_format`).
@@ -202,6 +209,20 @@ def internal_data_format(data_format: str) -> str:
     if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
         return "channels_last"
     return data_format
+
+
+def input_data_format(model: keras.Model) -> str:
+    """The layout a model from :func:`build_vgg` takes its input in.
+
+    Args:
+        model: A VGG built by :func:`build_vgg` (it has a ``block1_conv1`` layer).
+
+    Returns:
+        ``"channels_last"`` or ``"channels_first"``.
+    """
+    if any(layer.name == TO_CHANNELS_LAST for layer in model.layers):
+        return "channels_first"
+    return str(model.get_layer("block1_conv1").data_format)
 
 
 def _check_input_shape(
