@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -57,27 +58,25 @@ def _max_abs(a: object, b: object) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
-def _keras_models(presets: tuple[str, ...] | list[str]) -> dict[str, keras.Model]:
-    """The tiny configs and some presets, with their classifiers."""
-    models = {name: vgg_keras.build_vgg(cfg, classifier_activation=None) for name, cfg in TINY_CONFIGS.items()}
+def _keras_models(presets: tuple[str, ...] | list[str]) -> Iterator[tuple[str, keras.Model]]:
+    """The tiny configs and some presets, with their classifiers, built one at a time (a preset is 0.5 GB)."""
+    for name, cfg in TINY_CONFIGS.items():
+        yield name, vgg_keras.build_vgg(cfg, classifier_activation=None)
     for arch in presets:
-        models[arch] = getattr(vgg_keras, arch.upper())(classifier_activation=None)
-    return models
+        yield arch, getattr(vgg_keras, arch.upper())(classifier_activation=None)
 
 
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.full)], ids=["quick", "all-tops"])
 def test_keras_file_loads_in_fresh_process(full: bool, tmp_path: Path) -> None:
-    models = _keras_models(list(PRESETS) if full else QUICK_PRESETS)
     x = _input()
     paths, expected = [], []
-    for name, model in models.items():
+    for name, model in _keras_models(list(PRESETS) if full else QUICK_PRESETS):
         path = tmp_path / f"{name}.keras"
         model.save(path)
         paths.append(str(path))
         expected.append(np.asarray(model(x, training=False)))
         del model
-    models.clear()
-    keras.backend.clear_session()
+        keras.backend.clear_session()
     np.save(tmp_path / "x.npy", x)
     result = run_python(_LOAD_IN_FRESH_PROCESS, str(tmp_path / "x.npy"), json.dumps(paths), str(tmp_path / "out.npz"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,7 +93,7 @@ def test_keras_json_and_clone_with_copied_weights(full: bool, data_format: str) 
     x = _input()
     if data_format == "channels_first":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    for name, model in _keras_models(list(PRESETS) if full else ()).items():
+    for name, model in _keras_models(list(PRESETS) if full else ()):
         expected = np.asarray(model(x, training=False))
         from_json = keras.models.model_from_json(model.to_json())
         cloned = keras.models.clone_model(model)
@@ -103,6 +102,7 @@ def test_keras_json_and_clone_with_copied_weights(full: bool, data_format: str) 
             assert [layer.name for layer in other.layers if not isinstance(layer, keras.layers.InputLayer)] == names
             other.set_weights(model.get_weights())
             assert _max_abs(other(x, training=False), expected) <= SAME_MODEL_ATOL, name
+        del model, from_json, cloned, other
         keras.backend.clear_session()
 
 

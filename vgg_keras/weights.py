@@ -318,7 +318,7 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
                 f"{path} holds weights for {record.get('arch')} ({field}={getattr(saved, field)!r}), which do not fit this "
                 f"model ({field}={getattr(config, field)!r}). Received: weights={os.fspath(path)!r}"
             )
-    adapters = {}
+    adapters: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if saved.in_channels != config.in_channels:
         first_conv = next(spec.keras_name for spec in layer_plan(config) if spec.kind == "conv")
         try:
