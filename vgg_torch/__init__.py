@@ -13,5 +13,3 @@ from vgg_torch.builders import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn
 from vgg_torch.model import VGG, build_vgg
 
 __all__ = ["VGG", "VGGConfig", "build_vgg", *PRESETS]
-
-assert [f.__name__ for f in (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn)] == list(PRESETS)

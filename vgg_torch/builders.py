@@ -28,7 +28,7 @@ from vgg_torch.model import VGG, build_vgg
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-__all__ = ["KWARGS", *PRESETS]
+__all__ = ["KWARGS", "make_builder", *PRESETS]
 
 #: The keyword arguments torchvision's builders pass to its ``VGG`` class.
 KWARGS = ("num_classes", "init_weights", "dropout")
