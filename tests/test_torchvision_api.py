@@ -97,6 +97,18 @@ def test_weights_by_name(weights: str, vgg11_bn_state: dict[str, torch.Tensor], 
     assert torch.equal(model.classifier[6].bias, vgg11_bn_state["classifier.6.bias"])
 
 
+def test_legacy_pretrained_as_torchvision(vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeDownload(vgg11_bn_state)
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake)
+    with pytest.warns(UserWarning, match="'pretrained' is deprecated"):
+        vgg_torch.vgg11_bn(pretrained=False, init_weights=False)
+    assert fake.calls == []
+    with pytest.warns(UserWarning, match="'pretrained' is deprecated"):
+        model = vgg_torch.vgg11_bn(pretrained=True)
+    assert [url for url, _ in fake.calls] == [torchvision.models.VGG11_BN_Weights.IMAGENET1K_V1.url]
+    assert torch.equal(model.features[0].weight, vgg11_bn_state["features.0.weight"])
+
+
 def test_num_classes_from_categories_and_conflicts_raise_before_download(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeDownload({})
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake)
@@ -113,7 +125,8 @@ def test_num_classes_from_categories_and_conflicts_raise_before_download(monkeyp
     [
         ({"weights": "IMAGENET1K_V2"}, ValueError, "IMAGENET1K_V1, DEFAULT"),
         ({"weights": torchvision.models.VGG16_Weights.DEFAULT}, TypeError, "VGG11_Weights"),
-        ({"pretrained": True}, TypeError, "num_classes, init_weights, dropout"),
+        ({"aux_logits": True}, TypeError, "num_classes, init_weights, dropout"),
+        ({"pretrained": True, "weights": "DEFAULT"}, TypeError, "not both"),
         ({"num_classes": 0}, ValueError, "`num_classes` must be a positive integer"),
     ],
 )

@@ -19,6 +19,7 @@ refuse ``weights=...`` with a message saying to import torchvision first.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -92,7 +93,9 @@ _DOC = """{title} from `Very Deep Convolutional Networks for Large-Scale Image R
         progress: Whether to show a progress bar while downloading.
         **kwargs: torchvision's ``VGG`` arguments: ``num_classes`` (taken from
             the weights' categories when weights are given; another value
-            raises), ``init_weights`` and ``dropout``.
+            raises), ``init_weights`` and ``dropout``; and torchvision's
+            deprecated ``pretrained`` (``True`` means ``"IMAGENET1K_V1"``,
+            with torchvision's deprecation warning).
 
     Returns:
         The model, in training mode.
@@ -126,6 +129,20 @@ def make_builder(arch: str) -> Callable[..., VGG]:
     enum = _weights_enum(arch)
 
     def builder(*, weights: object = None, progress: bool = True, **kwargs: Any) -> VGG:
+        if "pretrained" in kwargs:  # torchvision's legacy interface (its handle_legacy_interface)
+            pretrained = kwargs.pop("pretrained")
+            if weights is not None:
+                raise TypeError(
+                    f"{arch}() takes weights= or the deprecated pretrained=, not both. "
+                    f"Received: pretrained={pretrained!r}, weights={weights!r}"
+                )
+            warnings.warn(
+                "The parameter 'pretrained' is deprecated since 0.13 and may be removed in the future, "
+                "please use 'weights' instead.",
+                UserWarning,
+                stacklevel=2,
+            )
+            weights = "IMAGENET1K_V1" if pretrained else None
         unknown = [k for k in kwargs if k not in KWARGS]
         if unknown:
             raise TypeError(
