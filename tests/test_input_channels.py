@@ -37,23 +37,26 @@ CHANNELS_ATOL = 1e-5
 CONV_ATOL = 1e-5
 
 
-def _write_converted(sd: dict[str, np.ndarray], config: VGGConfig, path: Path) -> Path:
+def _write_converted(sd: dict[str, np.ndarray], config: VGGConfig, path: Path, include_top: bool = True) -> Path:
     """A converted file with its provenance record, as ``python -m parity.convert`` writes it."""
     with stage_converted_weights(path) as staged:
-        write_keras_weights(sd, config, staged.path)
-        staged.commit({"arch": config.name, "config": config.to_dict(), "include_top": True, "source": {"kind": "test"}})
+        write_keras_weights(sd, config, staged.path, include_top=include_top)
+        staged.commit({"arch": config.name, "config": config.to_dict(), "include_top": include_top, "source": {"kind": "test"}})
     return path
 
 
 def _adapted_torch(sd: dict[str, np.ndarray], config: VGGConfig, channels: int, rescale: bool = True) -> torch.nn.Module:
-    """torch reference: the state dict's first kernel adapted, loaded into an n-channel model."""
+    """torch reference: the state dict's first kernel adapted, loaded into an n-channel model (features only if ``sd`` is)."""
     sd = dict(sd)
     kernel = adapt_input_channels(sd["features.0.weight"], channels, TORCH_IN_AXIS)
     if not rescale and channels not in (1, 3):
         kernel = kernel * np.float32(channels / 3)  # the wrong adaptation: repeated but not rescaled
     sd["features.0.weight"] = kernel
     model = vgg_torch.build_vgg(config.replace(in_channels=channels), init_weights=False)
-    model.load_state_dict(torch_state_dict(sd), strict=True)
+    if any(k.startswith("classifier.") for k in sd):
+        model.load_state_dict(torch_state_dict(sd), strict=True)
+    else:
+        model.features.load_state_dict({k.removeprefix("features."): v for k, v in torch_state_dict(sd).items()}, strict=True)
     return model.eval()
 
 
@@ -152,6 +155,22 @@ def test_file_for_other_channels_that_cannot_adapt_is_refused(tmp_path: Path) ->
         vgg_keras.build_vgg(cfg.replace(in_channels=2), weights=str(path))
     # 4 -> 4 loads unchanged.
     vgg_keras.build_vgg(cfg, weights=str(path))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_preset_features_file_with_input_shape_channels(data_format: str, tmp_path: Path) -> None:
+    """keras.applications' call, VGG11_BN(include_top=False, input_shape=(..., 2)), with a converted 3-channel file."""
+    keras.config.set_image_data_format(data_format)
+    cfg = PRESETS["vgg11_bn"]
+    sd = randomized_state_dict(cfg, seed=4, include_top=False)
+    path = _write_converted(sd, cfg, tmp_path / "vgg11_bn_features.weights.h5", include_top=False)
+    shape = (2, None, None) if data_format == "channels_first" else (None, None, 2)
+    model = vgg_keras.VGG11_BN(weights=str(path), include_top=False, input_shape=shape)
+    x = np.random.default_rng(7).standard_normal((2, 2, 32, 32), dtype=np.float32)
+    expected = torch_forward(_adapted_torch(sd, cfg, 2), x, include_top=False)["block5"]
+    got = keras_forward(model, x, include_top=False)["block5"]
+    # Deep features are not of order 1: the parity suite's relative tolerance (fp32 summation order) applies.
+    assert np.max(np.abs(got - expected)) <= LOGIT_RTOL * np.max(np.abs(expected))
 
 
 @pytest.mark.full
