@@ -103,8 +103,9 @@ _DOC = """{title} from `Very Deep Convolutional Networks for Large-Scale Image R
     Raises:
         ValueError: If ``weights`` is an unknown name, or ``num_classes``
             conflicts with the weights' categories.
-        TypeError: If ``weights`` belongs to another architecture, or a
-            keyword argument is not one of torchvision's.
+        TypeError: If ``weights`` belongs to another architecture, a keyword
+            argument is not one of torchvision's, or both ``weights`` and
+            ``pretrained`` are given.
         RuntimeError: If weights are requested in a process that loaded
             TensorFlow before torchvision.
     """
