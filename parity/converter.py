@@ -412,7 +412,12 @@ def _write_file(
                 dataset[..., start:stop] = np.ascontiguousarray(part, dtype=np.float32)
 
 
-def read_keras_weights(model: keras.Model, path: str | os.PathLike[str], strict: bool = True) -> None:
+def read_keras_weights(
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    strict: bool = True,
+    kernel_adapters: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+) -> None:
     """Loads a ``.weights.h5`` into a model by layer name, checking every shape first.
 
     Each ``vars`` group of the file names its layer (an attribute Keras writes).
@@ -426,6 +431,10 @@ def read_keras_weights(model: keras.Model, path: str | os.PathLike[str], strict:
         strict: Whether weighted layers of the file that the model lacks are an
             error; with ``False`` they are skipped, so a full model's file
             loads into the same network built with ``include_top=False``.
+        kernel_adapters: Layer name -> function applied to that layer's
+            stored kernel (variable 0) before the shape check and assignment,
+            e.g. :func:`parity.layouts.adapt_input_channels` for a first
+            convolution with another input channel count.
 
     Raises:
         ConversionError: Listing layers the file lacks, layers the model lacks
@@ -443,11 +452,18 @@ def read_keras_weights(model: keras.Model, path: str | os.PathLike[str], strict:
                 stored[str(obj.attrs["name"])] = obj
 
         f.visititems(visit)
+        adapted = {
+            name: adapt(stored[name]["0"][()])
+            for name, adapt in (kernel_adapters or {}).items()
+            if name in stored and "0" in stored[name]
+        }
         wrong = []
         for name in layers.keys() & stored.keys():
             want = [tuple(v.shape) for v in layers[name].weights]
             group = stored[name]
             got = [tuple(group[str(i)].shape) if str(i) in group else None for i in range(len(group))]
+            if name in adapted:
+                got[0] = tuple(adapted[name].shape)
             if want != got:
                 wrong.append(f"{name} {got} != {want}")
         problems = _problems(
@@ -461,7 +477,7 @@ def read_keras_weights(model: keras.Model, path: str | os.PathLike[str], strict:
             raise ConversionError(f"{os.fspath(path)} does not fit Keras model {model.name!r}: " + "; ".join(problems))
         for name, layer in layers.items():
             for i, variable in enumerate(layer.weights):
-                _assign(variable, stored[name][str(i)])
+                _assign(variable, adapted[name] if i == 0 and name in adapted else stored[name][str(i)])
 
 
 def _slabs(array: np.ndarray) -> Iterator[tuple[int, int]]:

@@ -10,13 +10,22 @@ a large tensor a slab of output features at a time.
 
 The inverse transforms (Keras -> torch) carry gradients and trained weights
 back to torch's names and layouts; each undoes one forward transform exactly.
+
+:func:`adapt_input_channels` is no layout change but a change of the first
+convolution's input channels (RGB weights for a grey or multispectral input);
+it works on either framework's kernel layout.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
+    "KERAS_IN_AXIS",
+    "TORCH_IN_AXIS",
+    "adapt_input_channels",
     "conv_hwio_to_oihw",
     "conv_oihw_to_hwio",
     "dense_in_out_to_out_in",
@@ -24,6 +33,11 @@ __all__ = [
     "dense_rows_chw_to_hwc",
     "dense_rows_hwc_to_chw",
 ]
+
+#: Input-channel axis of a conv kernel in torch's (out, in, kh, kw) layout.
+TORCH_IN_AXIS = 1
+#: Input-channel axis of a conv kernel in Keras' (kh, kw, in, out) layout.
+KERAS_IN_AXIS = 2
 
 
 def conv_oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
@@ -130,3 +144,60 @@ def dense_rows_hwc_to_chw(kernel: np.ndarray, channels: int, height: int, width:
         )
     # (H, W, C, out) -> (out, C, H, W): one copy, made by the final reshape.
     return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, channels * height * width)
+
+
+def adapt_input_channels(kernel: np.ndarray, in_channels: int, axis: int) -> np.ndarray:
+    """First conv kernel trained on RGB, adapted to ``in_channels`` input channels (timm's ``in_chans`` rule).
+
+    The rule is timm's ``adapt_input_conv``, on numpy arrays of either
+    framework's layout:
+
+    - 1 channel: the kernel summed over its input channels, so a grey image
+      ``g`` gives what the RGB kernel gives for the image ``(g, g, g)``.
+    - 3 channels: returned unchanged.
+    - Any other count: the kernel repeated ``ceil(in_channels / 3)`` times
+      along the input axis, the first ``in_channels`` channels kept, and
+      everything scaled by ``3 / in_channels``, so an input whose channels
+      repeat an RGB image gives the same activation sum as before.
+
+    Only a 3-channel kernel is adapted (timm's stacked-stem case, a ``3k``
+    kernel summed in groups of 3, does not occur in a VGG); a kernel that
+    already has ``in_channels`` channels is returned as it is.
+
+    Args:
+        kernel: A conv kernel, e.g. torch's ``features.0.weight`` (out, in, kh,
+            kw) or Keras' ``block1_conv1`` kernel (kh, kw, in, out).
+        in_channels: Input channels wanted.
+        axis: The kernel's input-channel axis: :data:`TORCH_IN_AXIS` (1) for
+            torch, :data:`KERAS_IN_AXIS` (2) for Keras.
+
+    Returns:
+        A new float array, ``kernel``'s dtype, with ``in_channels`` along
+        ``axis`` (``kernel`` itself when nothing changes).
+
+    Raises:
+        ValueError: If ``in_channels`` is not a positive integer, ``axis`` is
+            not an axis of the kernel, or the kernel has neither 3 nor
+            ``in_channels`` input channels.
+    """
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"`in_channels` must be a positive integer. Received: in_channels={in_channels!r}")
+    kernel = np.asarray(kernel)
+    if not -kernel.ndim <= axis < kernel.ndim:
+        raise ValueError(f"`axis` must be an axis of the {kernel.ndim}D kernel. Received: axis={axis}")
+    axis %= kernel.ndim
+    have = kernel.shape[axis]
+    if in_channels == have:
+        return kernel
+    if have != 3:
+        raise ValueError(
+            f"Only a 3-channel (RGB) first conv kernel adapts to {in_channels} channels. "
+            f"Received: kernel.shape={kernel.shape} ({have} input channels on axis {axis}), in_channels={in_channels}"
+        )
+    work = kernel.astype(np.float32) if kernel.dtype != np.float64 else kernel
+    if in_channels == 1:
+        out = work.sum(axis=axis, keepdims=True)
+    else:
+        tiled = np.concatenate([work] * math.ceil(in_channels / 3), axis=axis)
+        out = np.take(tiled, np.arange(in_channels), axis=axis) * work.dtype.type(3.0 / in_channels)
+    return np.ascontiguousarray(out, dtype=kernel.dtype)

@@ -124,7 +124,7 @@ def test_input_tensor() -> None:
     [
         ({"input_shape": (16, 16, 3)}, "at least 32x32"),
         ({"input_shape": (224, 31, 3)}, "at least 32x32"),
-        ({"input_shape": (224, 224, 4)}, "must have 3 channels"),
+        ({"input_shape": (224, 224, None)}, "must have 3 channels"),
         ({"input_shape": (224, 224)}, "must have 3 entries"),
         ({"pooling": "min", "include_top": False}, "`pooling` must be None, 'avg' or 'max'"),
         ({"pooling": "avg"}, "applies only with include_top=False"),

@@ -27,6 +27,7 @@ __all__ = [
     "TO_CHANNELS_FIRST",
     "TO_CHANNELS_LAST",
     "build_vgg",
+    "input_channels",
     "input_data_format",
     "internal_data_format",
     "preset_builder",
@@ -62,11 +63,15 @@ def build_vgg(
             default ImageNet weights for this preset, converted; see
             :func:`vgg_keras.weights.converted_weights_path`), a torchvision
             weights name such as ``"IMAGENET1K_FEATURES"``, or the path of a
-            ``.weights.h5`` file written by ``python -m parity.convert``.
+            ``.weights.h5`` file written by ``python -m parity.convert``. A
+            file for 3 input channels loads into a model with another
+            ``config.in_channels``: its first kernel is adapted with
+            :func:`parity.layouts.adapt_input_channels`.
         input_tensor: Optional Keras tensor to use as the model's input.
         input_shape: Input shape without the batch axis, in the current
-            ``keras.config.image_data_format()``; spatial sizes may be ``None``.
-            Defaults to ``(None, None, 3)`` (any size), or to the config's
+            ``keras.config.image_data_format()``; spatial sizes may be ``None``,
+            the channels must be ``config.in_channels``. Defaults to
+            ``(None, None, config.in_channels)`` (any size), or to the config's
             ``input_size`` when it has no adaptive pool and ``include_top=True``.
         pooling: With ``include_top=False``: ``None`` (4D feature map), ``"avg"``
             or ``"max"`` (global pooling to a 2D tensor).
@@ -252,8 +257,8 @@ def _check_input_shape(
     if channels != config.in_channels:
         raise ValueError(
             f"`input_shape` must have {config.in_channels} channels on the "
-            f"{'first' if data_format == 'channels_first' else 'last'} axis ({data_format}). "
-            f"Received: input_shape={input_shape!r}"
+            f"{'first' if data_format == 'channels_first' else 'last'} axis ({data_format}), as the config says; "
+            f"for another count build from config.replace(in_channels=...). Received: input_shape={input_shape!r}"
         )
     for side in (h, w):
         if side is not None and (not isinstance(side, int) or side < config.min_input_size):
@@ -272,6 +277,34 @@ def _check_input_shape(
     return shape  # type: ignore[return-value]
 
 
+def input_channels(
+    input_shape: Sequence[int | None] | None, input_tensor: keras.KerasTensor | None, data_format: str
+) -> int | None:
+    """The channel count an ``input_shape`` or ``input_tensor`` asks for, as keras.applications reads it.
+
+    Args:
+        input_shape: Input shape without the batch axis, or ``None``.
+        input_tensor: Input tensor (with the batch axis), or ``None``; used
+            when ``input_shape`` is ``None``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        The channel entry when it is a positive integer; ``None`` when neither
+        argument gives one (the builder then checks and reports the shape).
+    """
+    shape: tuple[object, ...] | None = None
+    if input_shape is not None:
+        shape = tuple(input_shape)
+    elif input_tensor is not None and getattr(input_tensor, "shape", None) is not None:
+        shape = tuple(input_tensor.shape)[1:]
+    if shape is None or len(shape) != 3:
+        return None
+    channels = shape[0] if data_format == "channels_first" else shape[-1]
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        return None
+    return channels
+
+
 _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
 
     Same signature as ``keras.applications.VGG16``. The head follows torchvision
@@ -285,6 +318,9 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
             ``.weights.h5`` written by ``python -m parity.convert {arch}``.
         input_tensor: Optional Keras tensor to use as the model's input.
         input_shape: Input shape without the batch axis; defaults to ``(None, None, 3)``.
+            Any channel count works, as in keras.applications; with
+            converted weights the 3-channel first kernel is adapted
+            (:func:`parity.layouts.adapt_input_channels`).
         pooling: With ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
         classes: Number of classes; must be 1000 with converted ImageNet weights.
         classifier_activation: Activation of ``predictions``; ``None`` for logits.
@@ -323,6 +359,9 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
             config = base.replace(num_classes=classes)
         except ValueError:
             raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+        channels = input_channels(input_shape, input_tensor, keras.config.image_data_format())
+        if channels is not None and channels != config.in_channels:
+            config = config.replace(in_channels=channels)
         return build_vgg(
             config,
             include_top=include_top,

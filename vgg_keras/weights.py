@@ -39,12 +39,14 @@ except ImportError:  # Windows: no advisory locks; writes stay atomic, concurren
 
 import h5py
 import keras
+import numpy as np
 
 from parity.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir, get_weights_record
 from parity.checkpoint import file_sha256
-from parity.config import PRESETS, VGGConfig
+from parity.config import PRESETS, VGGConfig, layer_plan
 from parity.converter import read_keras_weights
 from parity.errors import first_line, os_reason
+from parity.layouts import KERAS_IN_AXIS, adapt_input_channels
 
 __all__ = [
     "FORMAT",
@@ -64,8 +66,9 @@ __all__ = [
 #: Format tag stored in every record; bumped if the layout of files changes.
 FORMAT = "vgg-parity/1"
 _ATTR = "vgg_parity"
-#: Config fields that must agree between a file and the model it loads into.
-_SHAPE_FIELDS = ("stages", "batch_norm", "pool_size", "hidden", "in_channels")
+#: Config fields that must agree between a file and the model it loads into
+#: (``in_channels`` may differ: the first kernel is then adapted).
+_SHAPE_FIELDS = ("stages", "batch_norm", "pool_size", "hidden")
 
 
 class WeightsFileError(ValueError):
@@ -91,7 +94,7 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def preset_for(config: VGGConfig) -> str | None:
-    """Returns the preset whose layers equal this config's, ignoring the class count."""
+    """Returns the preset whose layers equal this config's, ignoring the class and input channel counts."""
     for arch, preset in PRESETS.items():
         if all(getattr(config, f) == getattr(preset, f) for f in _SHAPE_FIELDS):
             return arch
@@ -315,6 +318,18 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
                 f"{path} holds weights for {record.get('arch')} ({field}={getattr(saved, field)!r}), which do not fit this "
                 f"model ({field}={getattr(config, field)!r}). Received: weights={os.fspath(path)!r}"
             )
+    adapters: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if saved.in_channels != config.in_channels:
+        first_conv = next(spec.keras_name for spec in layer_plan(config) if spec.kind == "conv")
+        try:
+            adapt_input_channels(np.zeros((1, 1, saved.in_channels, 1), np.float32), config.in_channels, KERAS_IN_AXIS)
+        except ValueError:
+            raise WeightsFileError(
+                f"{path} holds a first convolution for {saved.in_channels} input channels, which cannot be adapted to "
+                f"{config.in_channels}: build the model with {saved.in_channels} channels. "
+                f"Received: in_channels={config.in_channels}"
+            ) from None
+        adapters[first_conv] = lambda kernel: adapt_input_channels(kernel, config.in_channels, KERAS_IN_AXIS)
     if include_top:
         if not record.get("include_top", True):
             raise WeightsFileError(
@@ -326,7 +341,8 @@ def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_t
                 f"Received: classes={config.num_classes}"
             )
     try:
-        read_keras_weights(model, path, strict=False)  # a full model's file also serves include_top=False
+        # A full model's file also serves include_top=False.
+        read_keras_weights(model, path, strict=False, kernel_adapters=adapters)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise WeightsFileError(
             f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {first_line(e)}"
