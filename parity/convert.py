@@ -595,7 +595,7 @@ def _to_torch(args: argparse.Namespace) -> ConvertResult:
             "--to torch converts a Keras file: pass --keras-weights PATH (and no --weights, --checkpoint or --init). "
             f"Received: {' '.join(given) or 'no --keras-weights'}"
         )
-    return convert_to_torch(  # type: ignore[return-value]
+    return convert_to_torch(
         args.arch,
         args.keras_weights,
         output=args.output,

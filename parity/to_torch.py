@@ -24,11 +24,15 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from parity.config import VGGConfig, get_config, layer_plan
 from parity.converter import ConversionError, keras_to_state_dict, weight_map
+
+if TYPE_CHECKING:
+    from parity.convert import ConvertResult
 
 __all__ = ["TORCH_SUFFIXES", "convert_to_torch", "keras_file_arrays", "torch_state_dict_from_keras"]
 
@@ -154,7 +158,7 @@ def convert_to_torch(
     verify_outputs: bool = True,
     force: bool = False,
     quiet: bool = False,
-) -> object:
+) -> ConvertResult:
     """Converts a Keras ``.weights.h5`` of a preset to a torchvision state dict file.
 
     Args:
