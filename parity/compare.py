@@ -7,7 +7,6 @@ the tolerance. Both runners return activations in torch's NCHW layout.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -214,7 +213,9 @@ def torch_forward(model: torch.nn.Module, x_nchw: np.ndarray, include_top: bool 
 #: second call of the same trace, as in a user's program.
 MODES: tuple[str, ...] = ("eager", "graph", "xla", "predict")
 
-_RUNNERS: weakref.WeakKeyDictionary[object, dict[str, object]] = weakref.WeakKeyDictionary()
+#: The attribute of a model that holds its runners: it lives and dies with the
+#: model (a global cache keyed by the model would keep every model's weights).
+_RUNNERS_ATTR = "_parity_runners"
 
 
 def _runner(model: keras.Model, include_top: bool, mode: str) -> Callable[[np.ndarray], list[object]]:
@@ -223,7 +224,10 @@ def _runner(model: keras.Model, include_top: bool, mode: str) -> Callable[[np.nd
 
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}. Received: mode={mode!r}")
-    cache = _RUNNERS.setdefault(model, {})
+    cache: dict[str, object] | None = model.__dict__.get(_RUNNERS_ATTR)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, _RUNNERS_ATTR, cache)  # untracked by Keras: not a layer or weight
     key = f"{mode}/{include_top}"
     if key not in cache:
         pools = [layer for layer in model.layers if layer.name.endswith("_pool") and layer.name.startswith("block")]

@@ -8,6 +8,7 @@ other order, and of code that must run without torch, use subprocesses.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -45,6 +46,20 @@ def _isolated_keras_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     yield home
+
+
+@pytest.fixture(autouse=True)
+def _release_full_size_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a full-size test, frees its models now rather than at some later garbage collection.
+
+    A Keras model and its traced functions refer to each other, so only the
+    cycle collector frees them, and it runs on counts of Python objects, not
+    on bytes: without this, dozens of 0.5 GB models pile up over the suite.
+    """
+    yield
+    if request.node.get_closest_marker("full") is not None:
+        keras.backend.clear_session()
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)
