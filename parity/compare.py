@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOGIT_RTOL",
+    "BACKEND_MODES",
     "MODES",
     "BlockDiff",
     "ParityError",
@@ -212,6 +213,14 @@ def torch_forward(model: torch.nn.Module, x_nchw: np.ndarray, include_top: bool 
 #: One function of each mode is kept per model, so a second input size is a
 #: second call of the same trace, as in a user's program.
 MODES: tuple[str, ...] = ("eager", "graph", "xla", "predict")
+#: The modes each Keras backend runs: ``tf.function`` and XLA exist only on
+#: TensorFlow. On JAX, ``predict`` runs the model under ``jax.jit``; on torch,
+#: eagerly under ``torch.no_grad``.
+BACKEND_MODES: dict[str, tuple[str, ...]] = {
+    "tensorflow": MODES,
+    "jax": ("eager", "predict"),
+    "torch": ("eager", "predict"),
+}
 
 #: The attribute of a model that holds its runners: it lives and dies with the
 #: model (a global cache keyed by the model would keep every model's weights).

@@ -1,9 +1,12 @@
 """``python -m parity.report``: how closely vgg_keras reproduces torchvision, per variant and block.
 
-For each preset named (default all eight), each input size and each execution
-mode (eager call, relaxed ``tf.function``, XLA, ``predict``; default all four),
-torchvision's model (the reference) and the Keras model with converted weights
-run on the same random batch. The sizes run in order on one model per preset,
+For each preset named (default all eight), each data format, each input size
+and each execution mode (eager call, relaxed ``tf.function``, XLA, ``predict``;
+default all four), torchvision's model (the reference) and the Keras model with
+converted weights run on the same random batch. ``--backend`` runs the same
+cases on Keras' TensorFlow, JAX or torch backends (several allowed), each in a
+child process, since a process holds one backend; each backend runs the modes
+it has (:data:`parity.compare.BACKEND_MODES`). The sizes run in order on one model per preset,
 so every size after the first is a new shape for the same graph, XLA and
 predict functions. The report gives max absolute and relative logit differences,
 top-1/top-5 agreement and the worst block, as a terminal table, a JSON file and
@@ -25,10 +28,13 @@ crashes when torchvision pulls in triton).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,12 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from parity.catalog import get_weights_record
-from parity.compare import LOGIT_RTOL, MODES, ParityReport
+from parity.compare import BACKEND_MODES, LOGIT_RTOL, MODES, ParityReport
 from parity.config import PRESETS
 
 __all__ = ["main", "parse_size", "run_report"]
 
 DEFAULT_SIZES = ("224", "32", "225", "200x320")
+BACKENDS = tuple(BACKEND_MODES)
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -93,8 +101,9 @@ def run_report(
     seed: int = 0,
     batch: int = 2,
     modes: Sequence[str] = MODES,
+    data_formats: Sequence[str] = ("channels_last",),
 ) -> list[dict[str, object]]:
-    """Runs every (preset, size, mode) comparison.
+    """Runs every (preset, data format, size, mode) comparison on this process's Keras backend.
 
     Args:
         archs: Preset names.
@@ -102,10 +111,13 @@ def run_report(
         source: ``"random-all"`` or ``"converted"``.
         seed: Seed of random weights and inputs.
         batch: Images per comparison.
-        modes: Execution modes among :data:`parity.compare.MODES`.
+        modes: Execution modes among :data:`parity.compare.MODES`; those the
+            backend lacks are skipped.
+        data_formats: ``"channels_last"`` and/or ``"channels_first"``.
 
     Returns:
-        One dict per case: arch, size, mode, and the :class:`ParityReport` fields.
+        One dict per case: backend, arch, data format, size, mode, and the
+        :class:`ParityReport` fields.
     """
     import torch  # noqa: F401  (before Keras)
     import torchvision  # noqa: F401
@@ -114,47 +126,111 @@ def run_report(
 
     from parity.compare import compare_outputs, keras_forward, torch_forward
 
+    backend = keras.backend.backend()
+    modes = [m for m in modes if m in BACKEND_MODES.get(backend, ("eager", "predict"))]
     cases: list[dict[str, object]] = []
-    total = len(archs) * len(sizes) * len(modes)
-    for arch in archs:
-        reference, model = _pairs(arch, source, seed)
-        for size in sizes:
-            x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
-            expected = torch_forward(reference, x)  # type: ignore[arg-type]
-            for mode in modes:
-                started = time.perf_counter()
-                report: ParityReport = compare_outputs(expected, keras_forward(model, x, mode=mode))  # type: ignore[arg-type]
-                worst = report.worst_block
-                case = {"arch": arch, "size": list(size), "mode": mode, **report.to_dict(), "worst_block": worst.name}
-                cases.append(case)
-                print(
-                    f"[{len(cases)}/{total}] {arch:<9} {size[0]}x{size[1]:<4} {mode:<7} max rel {report.max_rel:.2e} "
-                    f"top-1 {report.top1:.0%} ({time.perf_counter() - started:.1f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        del reference, model
-        keras.backend.clear_session()
+    total = len(archs) * len(data_formats) * len(sizes) * len(modes)
+    previous_format = keras.config.image_data_format()
+    try:
+        for arch in archs:
+            for data_format in data_formats:
+                keras.config.set_image_data_format(data_format)
+                reference, model = _pairs(arch, source, seed)
+                for size in sizes:
+                    x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
+                    expected = torch_forward(reference, x)  # type: ignore[arg-type]
+                    for mode in modes:
+                        started = time.perf_counter()
+                        report: ParityReport = compare_outputs(expected, keras_forward(model, x, mode=mode))  # type: ignore[arg-type]
+                        case = {
+                            "backend": backend,
+                            "arch": arch,
+                            "data_format": data_format,
+                            "size": list(size),
+                            "mode": mode,
+                            **report.to_dict(),
+                            "worst_block": report.worst_block.name,
+                        }
+                        cases.append(case)
+                        print(
+                            f"[{len(cases)}/{total}] {backend} {arch:<9} {data_format:<14} {size[0]}x{size[1]:<4} {mode:<7} "
+                            f"max rel {report.max_rel:.2e} top-1 {report.top1:.0%} ({time.perf_counter() - started:.1f} s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                del reference, model
+                keras.backend.clear_session()
+    finally:
+        keras.config.set_image_data_format(previous_format)
+    return cases
+
+
+def run_on_backends(
+    backends: Sequence[str],
+    archs: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    source: str = "random-all",
+    seed: int = 0,
+    batch: int = 2,
+    modes: Sequence[str] = MODES,
+    data_formats: Sequence[str] = ("channels_last",),
+) -> list[dict[str, object]]:
+    """Runs :func:`run_report` once per Keras backend, each in a child process.
+
+    Args:
+        backends: Keras backends among :data:`BACKENDS`.
+        archs: Preset names.
+        sizes: Input ``(height, width)`` pairs.
+        source: ``"random-all"`` or ``"converted"``.
+        seed: Seed of random weights and inputs.
+        batch: Images per comparison.
+        modes: Execution modes; each backend runs those it has.
+        data_formats: ``"channels_last"`` and/or ``"channels_first"``.
+
+    Returns:
+        The cases of every backend, in the order given.
+
+    Raises:
+        RuntimeError: If a child process fails (its last output lines quoted).
+    """
+    cases: list[dict[str, object]] = []
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix="parity-report-") as tmp:
+            out = Path(tmp) / "cases.json"
+            argv = [
+                sys.executable, "-m", "parity.report", *archs,
+                "--sizes", *(f"{h}x{w}" for h, w in sizes),
+                "--seed", str(seed), "--batch", str(batch),
+                "--mode", *modes, "--data-format", *data_formats,
+                "--cases-json", os.fspath(out),
+            ]  # fmt: skip
+            if source == "converted":
+                argv += ["--weights", "converted"]
+            env = {**os.environ, "KERAS_BACKEND": backend}
+            result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
+            if result.returncode not in (0, 1) or not out.exists():
+                raise RuntimeError(f"The {backend} backend's run failed with exit code {result.returncode}.")
+            cases += json.loads(out.read_text())
     return cases
 
 
 def format_table(cases: Sequence[dict[str, object]]) -> str:
     """A markdown table of the cases."""
     rows = [
-        "| variant | input | mode | max abs diff | max rel diff | top-1 | top-5 | worst block | within 1e-5 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backend | variant | format | input | mode | max abs diff | max rel diff | top-1 | top-5 | worst block | within 1e-5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
         h, w = c["size"]  # type: ignore[misc]
         rows.append(
-            f"| {c['arch']} | {h}x{w} | {c['mode']} | {c['max_abs']:.2e} | {c['max_rel']:.2e} | {c['top1']:.0%} | {c['top5']:.0%} "
-            f"| {c['worst_block']} | {'yes' if c['passed'] else 'NO'} |"
+            f"| {c['backend']} | {c['arch']} | {c['data_format']} | {h}x{w} | {c['mode']} | {c['max_abs']:.2e} "
+            f"| {c['max_rel']:.2e} | {c['top1']:.0%} | {c['top5']:.0%} | {c['worst_block']} | {'yes' if c['passed'] else 'NO'} |"
         )
     return "\n".join(rows)
 
 
 def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-all") -> None:
-    """Per-block relative differences: a row of panels per mode, a panel per input size, a line per variant.
+    """Per-block relative differences: a row of panels per backend and mode, a panel per input size, a line per variant and format.
 
     Args:
         cases: :func:`run_report`'s output.
@@ -171,30 +247,44 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     from vgg_keras.weights import write_atomic
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
-    modes = list(dict.fromkeys(str(c["mode"]) for c in cases))
+    rows = list(dict.fromkeys((str(c["backend"]), str(c["mode"])) for c in cases))
     fig, axes = plt.subplots(
-        len(modes), len(sizes), figsize=(4.2 * len(sizes), 3.6 * len(modes) + 0.6), sharey=True, squeeze=False
+        len(rows), len(sizes), figsize=(4.2 * len(sizes), 3.6 * len(rows) + 0.6), sharey=True, squeeze=False
     )
     archs = list(dict.fromkeys(str(c["arch"]) for c in cases))
+    formats = list(dict.fromkeys(str(c["data_format"]) for c in cases))
     colors = plt.get_cmap("tab10")
-    panels = [(row, mode, ax, size) for row, mode in enumerate(modes) for ax, size in zip(axes[row], sizes, strict=True)]
-    for row, mode, ax, size in panels:
+    panels = [(row, key, ax, size) for row, key in enumerate(rows) for ax, size in zip(axes[row], sizes, strict=True)]
+    for row, (backend, mode), ax, size in panels:
         for i, arch in enumerate(archs):
-            case = next(c for c in cases if c["arch"] == arch and tuple(c["size"]) == size and c["mode"] == mode)  # type: ignore[arg-type]
-            blocks = case["blocks"]  # type: ignore[index]
-            names = [b["name"] for b in blocks]
-            values = [max(b["max_rel"], 1e-9) for b in blocks]
-            ax.plot(names, values, marker="o", color=colors(i), linestyle="--" if arch.endswith("_bn") else "-", label=arch)
+            for data_format in formats:
+                case = next(
+                    (
+                        c
+                        for c in cases
+                        if (c["backend"], c["arch"], c["data_format"], tuple(c["size"]), c["mode"])  # type: ignore[arg-type]
+                        == (backend, arch, data_format, size, mode)
+                    ),
+                    None,
+                )
+                if case is None:
+                    continue
+                blocks = case["blocks"]  # type: ignore[index]
+                names = [b["name"] for b in blocks]
+                values = [max(b["max_rel"], 1e-9) for b in blocks]
+                label = arch if len(formats) == 1 else f"{arch} {data_format.removeprefix('channels_')}"
+                style = ("--" if arch.endswith("_bn") else "-") if data_format == formats[0] else ":"
+                ax.plot(names, values, marker="o", color=colors(i), linestyle=style, label=label)
         ax.axhline(LOGIT_RTOL, color="red", linewidth=1, label=f"tolerance {LOGIT_RTOL:g}")
         ax.set_yscale("log")
-        ax.set_title(f"{mode}, input {size[0]}x{size[1]}")
-        if row == len(modes) - 1:
+        ax.set_title(f"{backend} {mode}, input {size[0]}x{size[1]}")
+        if row == len(rows) - 1:
             ax.set_xlabel("output after")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(True, which="both", alpha=0.3)
     for row in axes:
         row[0].set_ylabel("max |keras - torch| / max |torch|")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="lower right", ncol=2 if len(formats) > 1 else 1)
     weights = "torchvision's ImageNet weights" if source == "converted" else "every weight random"
     fig.suptitle(f"vgg_keras vs torchvision, fp32 CPU, {weights}: relative difference per block")
     fig.tight_layout()
@@ -219,8 +309,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES], metavar="SIZE")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument(
-        "--mode", nargs="+", choices=MODES, default=list(MODES), dest="modes", help="execution modes (default: all)"
+        "--mode", nargs="+", choices=MODES, default=list(MODES), dest="modes", help="execution modes (default: all the backend has)"
     )
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        choices=BACKENDS,
+        dest="backends",
+        help="Keras backends, each run in a child process (default: this process's backend, in process)",
+    )
+    parser.add_argument(
+        "--data-format", nargs="+", choices=DATA_FORMATS, default=["channels_last"], dest="data_formats", help="default channels_last"
+    )
+    parser.add_argument("--cases-json", type=Path, help=argparse.SUPPRESS)  # a child process's results
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
     parser.add_argument(
         "--train-steps", type=int, metavar="N", help="also run N SGD steps in both frameworks (training_report.json/.png)"
@@ -239,23 +340,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     archs = args.archs or list(PRESETS)
     source = "converted" if args.weights else "random-all"
     modes = list(dict.fromkeys(args.modes))
-    cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes)
+    formats = list(dict.fromkeys(args.data_formats))
+    if args.cases_json is not None:  # a child of run_on_backends
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)  # imports torch first
+        from vgg_keras.weights import write_atomic
+
+        write_atomic(args.cases_json, json.dumps(cases))
+        return 0 if all(c["passed"] for c in cases) else 1
+    if args.backends:
+        cases = run_on_backends(list(dict.fromkeys(args.backends)), archs, args.sizes, source, args.seed, args.batch, modes, formats)
+    else:
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)
     table = format_table(cases)
     print(table)
-    import keras
-    import tensorflow as tf
-    import torch
-
     from vgg_keras.weights import write_atomic
 
+    versions = {}
+    for package in ("torch", "torchvision", "tensorflow", "keras", "jax", "jaxlib", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     data = {
         "source": source,
         "seed": args.seed,
         "batch": args.batch,
         "rtol": LOGIT_RTOL,
+        "backends": list(dict.fromkeys(str(c["backend"]) for c in cases)),
         "modes": modes,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"torch": torch.__version__, "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
+        "data_formats": formats,
+        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count()},
+        "versions": versions,
         "cases": cases,
     }
     json_path, png_path = args.out_dir / "parity_report.json", args.out_dir / "parity_report.png"
@@ -269,6 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         passed = training_report(args.train_steps, args.out_dir, args.seed) and passed
     return 0 if passed else 1
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from torchvision.transforms._presets import ImageClassification  # noqa: E402
 
 from parity.catalog import get_weights_record  # noqa: E402
 from vgg_keras import preprocessing as prep  # noqa: E402
+from vgg_keras import resize_crop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,13 +265,13 @@ def test_omitting_antialias_exceeds_tolerance(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_wrong_crop_rounding_exceeds_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
-    right = prep._center_crop_box
+    right = resize_crop.center_crop_box
 
     def half_up(height: int, width: int, crop: int) -> tuple[int, ...]:
         pt, pb, pl, pr, _, _ = right(height, width, crop)
         return pt, pb, pl, pr, int((height + pt + pb - crop) / 2.0 + 0.5), int((width + pl + pr - crop) / 2.0 + 0.5)
 
-    monkeypatch.setattr(prep, "_center_crop_box", half_up)
+    monkeypatch.setattr(resize_crop, "center_crop_box", half_up)
     tv = VGG16_Weights.IMAGENET1K_V1.transforms()
     image = _synthetic(256, 353)  # left offset (353 - 224) / 2 = 64.5: torchvision takes 64
     diff = _max_diff(_pixels(_ours(image), tv.mean, tv.std), _pixels(_tv_tensor(image, tv), tv.mean, tv.std))

@@ -16,7 +16,7 @@ from parity.report import main
 def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg11", "vgg11_bn", "--sizes", "32", "40x64", "--mode", "xla", "predict", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr()
-    assert "| vgg11_bn | 40x64 | predict |" in out.out and "[8/8]" in out.err
+    assert "| tensorflow | vgg11_bn | channels_last | 40x64 | predict |" in out.out and "[8/8]" in out.err
     data = json.loads((tmp_path / "parity_report.json").read_text())
     assert data["modes"] == ["xla", "predict"]
     assert [(c["arch"], c["mode"]) for c in data["cases"][:4]] == [("vgg11", m) for m in ("xla", "predict")] * 2

@@ -104,9 +104,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
 class Unfilled(keras.initializers.Initializer):
     """Kernel memory for weights that are loaded before any use.
 
-    On TensorFlow it returns uninitialized memory (``tf.raw_ops.Empty`` with
-    ``init=False``), which the operating system does not even back with pages
-    until the load writes them; on other backends, zeros. Its values are
+    On TensorFlow and torch it returns uninitialized memory (``tf.raw_ops.Empty``
+    with ``init=False``, ``torch.empty``), which the operating system does not
+    even back with pages until the load writes them; on JAX, zeros. Its values are
     undefined: use it only where a strict load overwrites every kernel (as
     ``build_vgg(..., weights=...)`` does).
     """
@@ -114,11 +114,17 @@ class Unfilled(keras.initializers.Initializer):
     def __call__(self, shape: tuple[int, ...], dtype: str | None = None) -> object:
         """Returns a tensor of ``shape`` whose values are undefined."""
         dtype = keras.backend.standardize_dtype(dtype or keras.config.floatx())
-        if keras.backend.backend() == "tensorflow":
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
             import tensorflow as tf
 
             return tf.raw_ops.Empty(shape=shape, dtype=tf.as_dtype(dtype), init=False)
-        return keras.ops.zeros(shape, dtype=dtype)
+        if backend == "torch":
+            import torch
+
+            like = keras.ops.zeros((), dtype=dtype)  # the backend's dtype and device
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return keras.ops.zeros(shape, dtype=dtype)  # JAX has no uninitialized arrays
 
 
 @keras.saving.register_keras_serializable(package="vgg_keras")

@@ -4,7 +4,8 @@ torchvision's VGG weights expect the ``ImageClassification`` preset that
 ``weights.transforms()`` returns: resize the shorter side to ``resize_size``
 (bilinear, antialiased), take a ``crop_size`` center crop, scale to [0, 1] and
 normalize with the weights' mean and standard deviation. This module rebuilds
-that pipeline with TensorFlow ops, from the same facts
+that pipeline (TensorFlow ops on that backend and in ``tf.data``, ``keras.ops``
+on JAX and torch; see :mod:`vgg_keras.resize_crop`), from the same facts
 (:class:`parity.catalog.Transforms`) the weight converter uses:
 
 * :func:`preprocess_input` normalizes images that already have the model's
@@ -18,21 +19,21 @@ that pipeline with TensorFlow ops, from the same facts
   lists, offline.
 
 Pixel values are RGB in [0, 255] everywhere (uint8 or float), as in
-keras.applications. Importing this module does not import torch.
+keras.applications. Importing this module imports neither torch nor
+TensorFlow; the TensorFlow backend or ``tf.data`` loads TensorFlow.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from parity.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
+from vgg_keras import resize_crop
+from vgg_keras.labels import decode_predictions, imagenet_class_names
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -46,8 +47,6 @@ __all__ = [
 ]
 
 
-_NUM_CLASSES = 1000
-_CLASS_NAMES_FILE = "imagenet_classes.txt"
 _DATA_FORMATS = ("channels_last", "channels_first")
 
 
@@ -125,121 +124,6 @@ def preprocess_input(
 
 
 # --------------------------------------------------------------------------- #
-# torchvision's resize and center-crop geometry
-# --------------------------------------------------------------------------- #
-def _resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """Output ``(height, width)`` of torchvision's ``F.resize(img, [size])``.
-
-    A copy of torchvision's ``_compute_resized_output_size`` for a single
-    requested size: the shorter side becomes ``size`` and the longer one
-    ``int(size * long / short)`` (truncated, not rounded).
-
-    Args:
-        height: Input height in pixels.
-        width: Input width in pixels.
-        size: Requested length of the shorter side.
-
-    Returns:
-        The resized ``(height, width)``.
-    """
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    return new_h, new_w
-
-
-def _center_crop_box(height: int, width: int, crop_size: int) -> tuple[int, int, int, int, int, int]:
-    """Padding and crop offsets of torchvision's ``F.center_crop(img, [crop_size])``.
-
-    A copy of torchvision's arithmetic: a side shorter than the crop is first
-    zero-padded to the crop size (``(crop - side) // 2`` before, the rest
-    after), then the crop starts at ``int(round((side - crop) / 2.0))``, with
-    Python's round-half-to-even.
-
-    Args:
-        height: Image height in pixels.
-        width: Image width in pixels.
-        crop_size: Side of the square crop.
-
-    Returns:
-        ``(pad_top, pad_bottom, pad_left, pad_right, crop_top, crop_left)``;
-        the crop offsets refer to the padded image.
-    """
-    pad_top = (crop_size - height) // 2 if crop_size > height else 0
-    pad_bottom = (crop_size - height + 1) // 2 if crop_size > height else 0
-    pad_left = (crop_size - width) // 2 if crop_size > width else 0
-    pad_right = (crop_size - width + 1) // 2 if crop_size > width else 0
-    padded_h = height + pad_top + pad_bottom
-    padded_w = width + pad_left + pad_right
-    crop_top = int(round((padded_h - crop_size) / 2.0))
-    crop_left = int(round((padded_w - crop_size) / 2.0))
-    return pad_top, pad_bottom, pad_left, pad_right, crop_top, crop_left
-
-
-def _tf_resized_size(height: tf.Tensor, width: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Graph version of :func:`_resized_size` for sizes known only at run time."""
-    height = tf.cast(height, tf.int64)
-    width = tf.cast(width, tf.int64)
-    portrait = width <= height
-    short = tf.where(portrait, width, height)
-    long = tf.where(portrait, height, width)
-    # Python divides two ints with correct rounding to float64, as IEEE float64
-    # division of the same (exactly representable) values does; int() then
-    # truncates, which is floor() for these positive values.
-    new_long = tf.cast(
-        tf.floor(tf.cast(size * long, tf.float64) / tf.cast(short, tf.float64)), tf.int64
-    )
-    new_h = tf.where(portrait, new_long, tf.constant(size, tf.int64))
-    new_w = tf.where(portrait, tf.constant(size, tf.int64), new_long)
-    return tf.cast(new_h, tf.int32), tf.cast(new_w, tf.int32)
-
-
-def _tf_center_crop_box(height: tf.Tensor, width: tf.Tensor, crop_size: int) -> tuple[tf.Tensor, ...]:
-    """Graph version of :func:`_center_crop_box` for sizes known only at run time."""
-    pad_top = tf.maximum(crop_size - height, 0) // 2
-    pad_bottom = tf.maximum(crop_size - height + 1, 0) // 2
-    pad_left = tf.maximum(crop_size - width, 0) // 2
-    pad_right = tf.maximum(crop_size - width + 1, 0) // 2
-    padded_h = height + pad_top + pad_bottom
-    padded_w = width + pad_left + pad_right
-    # tf.round rounds half to even, as Python's round() does.
-    crop_top = tf.cast(tf.round(tf.cast(padded_h - crop_size, tf.float64) / 2.0), tf.int32)
-    crop_left = tf.cast(tf.round(tf.cast(padded_w - crop_size, tf.float64) / 2.0), tf.int32)
-    return pad_top, pad_bottom, pad_left, pad_right, crop_top, crop_left
-
-
-def _resize_and_crop(images: tf.Tensor, resize_size: int, crop_size: int, integral: bool) -> tf.Tensor:
-    """Resizes NHWC images (shorter side), rounds if integral, center-crops. Returns float32 in [0, 255]."""
-    static_h, static_w = images.shape[1], images.shape[2]
-    static = static_h is not None and static_w is not None
-    if static:
-        new_h, new_w = _resized_size(static_h, static_w, resize_size)
-    else:
-        dyn = tf.shape(images)
-        new_h, new_w = _tf_resized_size(dyn[1], dyn[2], resize_size)
-    x = tf.cast(images, tf.float32)
-    if not (static and (new_h, new_w) == (static_h, static_w)):  # torchvision skips same-size resizes
-        x = tf.image.resize(x, (new_h, new_w) if static else tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    if integral:
-        # torchvision resizes a uint8 tensor in float32, then rounds (half to
-        # even) back to uint8; the antialiased bilinear kernel has no negative
-        # lobes, so the clip only guards against float noise.
-        x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
-
-    if static:
-        pt, pb, pl, pr, top, left = _center_crop_box(new_h, new_w, crop_size)
-        if pt or pb or pl or pr:
-            x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
-        return x[:, top : top + crop_size, left : left + crop_size, :]
-    height = tf.shape(x)[1]
-    width = tf.shape(x)[2]
-    pt, pb, pl, pr, top, left = _tf_center_crop_box(height, width, crop_size)
-    x = tf.pad(x, tf.stack([[0, 0], tf.stack([pt, pb]), tf.stack([pl, pr]), [0, 0]]))
-    x = tf.slice(x, tf.stack([0, top, left, 0]), tf.stack([-1, crop_size, crop_size, -1]))
-    return tf.ensure_shape(x, [images.shape[0], crop_size, crop_size, images.shape[3]])
-
-
-# --------------------------------------------------------------------------- #
 # The whole pipeline as a Keras layer
 # --------------------------------------------------------------------------- #
 @keras.saving.register_keras_serializable(package="vgg_keras")
@@ -257,9 +141,13 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
        than the crop first), with torchvision's offset rounding.
     3. Scale to [0, 1] and normalize: ``(x / 255 - mean) / std``.
 
-    The layer runs TensorFlow ops, so it works in ``tf.data.Dataset.map`` (one
-    image at a time, any sizes, batch afterwards) and inside a Keras model
-    with the TensorFlow backend. It has no weights.
+    On the TensorFlow backend, and in ``tf.data.Dataset.map`` on any backend,
+    it runs TensorFlow ops that take images of sizes known only at run time
+    (one image at a time, any sizes, batch afterwards). On the JAX and torch
+    backends it runs ``keras.ops`` without loading TensorFlow: there, images
+    must have known sizes when the layer runs (eagerly, or under ``jit`` at
+    fixed sizes), and the resize is the backend's own antialiased bilinear
+    kernel (torch: the one torchvision uses). It has no weights.
 
     Example:
 
@@ -316,9 +204,28 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
         self.data_format = _standardize_data_format(data_format)
         self._mean32 = mean32
         self._std32 = std32
-        self.supports_jit = False
+        # The TensorFlow pipeline computes sizes at run time, which XLA cannot
+        # compile; the keras.ops one (JAX, torch) works on known sizes.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
-    def call(self, images: Any) -> tf.Tensor:
+    def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        if keras.backend.backend() != "tensorflow" and resize_crop.is_tf_tensor(images):
+            # tf.data.Dataset.map on the JAX or torch backend: Keras would
+            # convert the graph tensor to the backend's array type, which a
+            # tf.data graph cannot do. The layer has no weights: run the
+            # TensorFlow pipeline directly.
+            return self._call_tf(images)
+        return super().__call__(images, *args, **kwargs)
+
+    def call(self, images: Any) -> Any:
+        if keras.backend.backend() == "tensorflow":
+            return self._call_tf(images)
+        return self._call_ops(images)
+
+    def _call_tf(self, images: Any) -> Any:
+        """The pipeline in TensorFlow ops: any sizes, known or not until run time."""
+        import tensorflow as tf
+
         images = tf.convert_to_tensor(images)
         rank = images.shape.rank
         _check_images(tuple(images.shape), images.dtype, self.data_format)
@@ -326,13 +233,31 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
             images = images[tf.newaxis]
         if self.data_format == "channels_first":
             images = tf.transpose(images, [0, 2, 3, 1])
-        x = _resize_and_crop(images, self.resize_size, self.crop_size, integral=images.dtype == tf.uint8)
+        x = resize_crop.resize_and_crop_tf(images, self.resize_size, self.crop_size, integral=images.dtype == tf.uint8)
         # Same float32 operations, in the same order, as torchvision's
         # convert_image_dtype (x / 255) and normalize ((x - mean) / std).
         x = (x / np.float32(255.0) - self._mean32) / self._std32
         if self.data_format == "channels_first":
             x = tf.transpose(x, [0, 3, 1, 2])
         if rank == 3:
+            x = x[0]
+        return x
+
+    def _call_ops(self, images: Any) -> Any:
+        """The pipeline in ``keras.ops`` (JAX and torch backends): sizes known when it runs."""
+        shape = tuple(images.shape)
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        _check_images(shape, dtype, self.data_format)
+        if len(shape) == 3:
+            images = keras.ops.expand_dims(images, 0)
+        if self.data_format == "channels_first":
+            images = keras.ops.transpose(images, (0, 2, 3, 1))
+        x = resize_crop.resize_and_crop_ops(images, self.resize_size, self.crop_size, integral=dtype == "uint8")
+        x = keras.ops.divide(x, np.float32(255.0))
+        x = keras.ops.divide(keras.ops.subtract(x, self._mean32), self._std32)
+        if self.data_format == "channels_first":
+            x = keras.ops.transpose(x, (0, 3, 1, 2))
+        if len(shape) == 3:
             x = x[0]
         return x
 
@@ -448,66 +373,10 @@ def preprocess_images(
             except ValueError as e:
                 raise ValueError(str(e).replace("Received: images.", f"Received: images[{i}].")) from None
         return np.stack([np.asarray(layer(image)) for image in arrays])
-    if not tf.is_tensor(images):
+    if not (keras.ops.is_tensor(images) or resize_crop.is_tf_tensor(images)):
         images = np.asarray(images)
     _check_images(tuple(images.shape), images.dtype, layer.data_format)
     return np.asarray(layer(images))
-
-
-# --------------------------------------------------------------------------- #
-# Labels
-# --------------------------------------------------------------------------- #
-@functools.cache
-def imagenet_class_names() -> tuple[str, ...]:
-    """torchvision's 1000 ImageNet category names, in class-index order.
-
-    Read from the package's ``imagenet_classes.txt`` (a copy of
-    ``torchvision.models._meta._IMAGENET_CATEGORIES``); no network access.
-
-    Returns:
-        A tuple of 1000 names; index 0 is ``"tench"``.
-    """
-    text = importlib.resources.files("vgg_keras").joinpath(_CLASS_NAMES_FILE).read_text(encoding="utf-8")
-    names = tuple(text.splitlines())
-    if len(names) != _NUM_CLASSES:  # a damaged install, not a user error
-        raise RuntimeError(f"{_CLASS_NAMES_FILE} must list {_NUM_CLASSES} names. Received: {len(names)} lines")
-    return names
-
-
-def decode_predictions(preds: Any, top: int = 5) -> list[list[tuple[str, str, float]]]:
-    """Decodes ImageNet class scores into the best classes per sample.
-
-    Same output format as ``keras.applications.imagenet_utils.decode_predictions``,
-    but offline, with torchvision's category names. The class id is the class
-    index as a string (``"0"`` for tench): WordNet ids ship with neither
-    torchvision nor Keras (Keras downloads them at run time).
-
-    Args:
-        preds: Scores of shape ``(N, 1000)`` (probabilities or logits), as a
-            NumPy array or tensor.
-        top: How many classes to return per sample, 1 to 1000.
-
-    Returns:
-        One list per sample of ``(class_id, class_name, score)`` tuples,
-        highest score first (ties in class-index order).
-
-    Raises:
-        ValueError: If ``preds`` is not ``(N, 1000)`` or ``top`` is out of range.
-    """
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= _NUM_CLASSES:
-        raise ValueError(f"`top` must be an integer from 1 to {_NUM_CLASSES}. Received: top={top!r}")
-    scores = np.asarray(preds if isinstance(preds, (np.ndarray, list, tuple)) else keras.ops.convert_to_numpy(preds))
-    if scores.ndim != 2 or scores.shape[1] != _NUM_CLASSES:
-        raise ValueError(
-            f"`decode_predictions` expects a batch of ImageNet scores of shape (samples, {_NUM_CLASSES}). "
-            f"Received: preds.shape={scores.shape}"
-        )
-    names = imagenet_class_names()
-    results = []
-    for row in scores:
-        best = np.argsort(-row, kind="stable")[:top]
-        results.append([(str(i), names[i], float(row[i])) for i in best])
-    return results
 
 
 # --------------------------------------------------------------------------- #
@@ -525,7 +394,7 @@ def _standardize_data_format(data_format: str | None) -> str:
 
 def _check_images(shape: tuple[int | None, ...], dtype: Any, data_format: str) -> None:
     """Validates raw images for the pipeline (static shape, dtype)."""
-    dtype = tf.as_dtype(dtype)
+    dtype = keras.backend.standardize_dtype(dtype)
     if len(shape) not in (3, 4):
         raise ValueError(
             "`images` must be one image (rank 3) or a batch of same-size images (rank 4). "
@@ -533,10 +402,10 @@ def _check_images(shape: tuple[int | None, ...], dtype: Any, data_format: str) -
         )
     if any(d == 0 for d in shape):
         raise ValueError(f"`images` must not be empty. Received: images.shape={shape}")
-    if dtype != tf.uint8 and not dtype.is_floating:
+    if dtype != "uint8" and not dtype.startswith(("float", "bfloat")):
         raise ValueError(
             "`images` must be uint8 or float with values in [0, 255]; cast other integer types to uint8. "
-            f"Received: images.dtype={dtype.name}"
+            f"Received: images.dtype={dtype}"
         )
     channels = shape[-1] if data_format == "channels_last" else shape[-3]
     if channels not in (3, None):
