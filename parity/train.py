@@ -337,8 +337,13 @@ def train(
         import vgg_torch  # noqa: F401  (torch and torchvision before TensorFlow)
 
         torch.manual_seed(recipe.seed)
-        if threads is not None:
+        if threads is not None and torch.get_num_threads() != threads:
+            previous = torch.get_num_threads()
             torch.set_num_threads(threads)
+            try:
+                return train(config, data, recipe, frameworks, jit_compile=jit_compile, quiet=quiet, threads=threads, orders=orders, check=check)
+            finally:
+                torch.set_num_threads(previous)  # the thread count is the process's: restored for the caller
     if "keras" in frameworks and threads is not None:
         import tensorflow as tf
 

@@ -102,15 +102,16 @@ def test_step_check_bites(digits: Path) -> None:
     assert _step_rel(curves, TIGHT_STEPS) > 10 * STEP_LOSS_RTOL
 
 
-def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path) -> None:
+def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In this process (a tiny model, no ``model.fit``): the CLI from arguments to files, both frameworks."""
     out = tmp_path / "run"
     args = [
-        "-m", "parity.train", "--config", str(_config_file(tmp_path, TINY)), "--data", str(digits), "--framework", "both",
+        "--config", str(_config_file(tmp_path, TINY)), "--data", str(digits), "--framework", "both",
         "--limit", "800", "--epochs", "3", "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--output", str(out),
     ]
-    result = run_python("", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "torch epoch 3/3" in result.stderr and "keras epoch 3/3" in result.stderr and "img/s" in result.stderr
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "torch epoch 3/3" in err and "keras epoch 3/3" in err and "img/s" in err, err[-2000:]
     assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "keras.weights.h5.json"])  # no temporary files
     history = json.loads((out / "history.json").read_text())
     assert history["recipe"]["limit"] == 800 and history["data"]["train_images"] == 800 and history["cpu"]
@@ -159,6 +160,34 @@ def test_keras_alone_needs_no_torch(digits: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["curves.png", "history.json", "keras.weights.h5", "keras.weights.h5.json"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_training_stops_cleanly_in_process(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """A signal delivered at the third optimizer step: one line, 128 + signum, nothing written."""
+    from parity import train as train_module
+
+    calls = []
+    step = train_module.TorchTrainer.step
+
+    def step_then_signal(self: object, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signum)
+        return step(self, x, y)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module.TorchTrainer, "step", step_then_signal)
+    out = tmp_path / "run"
+    args = ["--config", str(_config_file(tmp_path, TINY)), "--data", str(digits), "--framework", "torch", "--limit", "320"]
+    assert main([*args, "--epochs", "5", "--batch-size", "32", "--threads", "1", "--output", str(out)]) == 128 + signum
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted during training" in errors[0], errors
+    assert errors[0].endswith(f"Received: {signal.Signals(signum).name}")
+    assert list(out.iterdir()) == [] and len(calls) == 3
+    assert signal.getsignal(signal.SIGTERM) is not train_module._raise_interrupted  # the handler is restored
+
+
+@pytest.mark.full
 def test_interrupt_stops_cleanly_and_writes_nothing(digits: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [
