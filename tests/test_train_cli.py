@@ -39,7 +39,7 @@ STEP_LOSS_RTOL: float = 1e-5
 #: Steps over which :data:`STEP_LOSS_RTOL` holds. Later, the rounding
 #: differences grow: this deep net without batch norm sits on a plateau at
 #: first, where differences of 1e-7 are amplified (after 75 steps the two
-#: losses of the same run differed by up to 100%), though both runs then
+#: losses of the same step differed by up to 119%), though both runs then
 #: learn alike (see FINAL_ACC_DIFF_MAX).
 TIGHT_STEPS: int = 5
 #: Max |keras - torch| final test accuracy after the 3-epoch run of
