@@ -22,9 +22,11 @@ __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM_TORCH",
     "PRESETS",
+    "RECIPES",
     "LayerSpec",
     "VGGConfig",
     "get_config",
+    "get_named_config",
     "layer_plan",
 ]
 
@@ -321,3 +323,44 @@ def get_config(arch: str) -> VGGConfig:
         return PRESETS[arch]
     except (KeyError, TypeError):
         raise ValueError(f"`arch` must be one of {', '.join(PRESETS)}. Received: arch={arch!r}") from None
+
+
+#: Training recipes beside torchvision's presets, by name (not torchvision models).
+#: ``cifar10_vgg16``: the classic small-image VGG16 for 32x32 CIFAR-10, features
+#: ``[32, 32, 'M', 64, 64, 128, 128, 128, 'M', 256, 256, 256, 512, 512, 512, 'M']``
+#: (13 convolutions, 3 max pools, no batch norm, no adaptive pool), classifier
+#: ``Linear(512*4*4, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout,
+#: Linear(4096, 10)``; see docs/training_cifar10.md.
+RECIPES: dict[str, VGGConfig] = {
+    "cifar10_vgg16": VGGConfig(
+        stages=((32, 32), (64, 64, 128, 128, 128), (256, 256, 256, 512, 512, 512)),
+        pool_size=None,
+        input_size=(32, 32),
+        hidden=(4096, 4096),
+        num_classes=10,
+        name="cifar10_vgg16",
+    ),
+}
+
+
+def get_named_config(name: str) -> VGGConfig:
+    """Returns a torchvision preset or a training recipe by name.
+
+    Args:
+        name: One of :data:`PRESETS`' or :data:`RECIPES`' keys.
+
+    Returns:
+        The config.
+
+    Raises:
+        ValueError: If ``name`` is neither.
+    """
+    found = RECIPES.get(name) if isinstance(name, str) else None
+    if found is not None:
+        return found
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"`name` must be one of {', '.join([*RECIPES, *PRESETS])}. Received: name={name!r}"
+        ) from None

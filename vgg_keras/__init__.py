@@ -16,8 +16,10 @@ from vgg_keras.preprocessing import (
     preprocess_input,
     preprocessor_for,
 )
+from vgg_keras.recipes import CIFAR10_VGG16
 
 __all__ = [
+    "CIFAR10_VGG16",
     "VGG11",
     "VGG11_BN",
     "VGG13",

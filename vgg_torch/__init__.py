@@ -11,5 +11,6 @@ from __future__ import annotations
 from parity.config import PRESETS, VGGConfig
 from vgg_torch.builders import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from vgg_torch.model import VGG, build_vgg
+from vgg_torch.recipes import cifar10_vgg16
 
-__all__ = ["VGG", "VGGConfig", "build_vgg", *PRESETS]
+__all__ = ["VGG", "VGGConfig", "build_vgg", "cifar10_vgg16", *PRESETS]

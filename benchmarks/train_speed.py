@@ -1,0 +1,118 @@
+"""Training speed of the CIFAR-10 recipe in torch and in Keras, side by side in one run.
+
+    uv run python -m benchmarks.train_speed                    # cifar10_vgg16, batch 512, 3 timed steps
+    uv run python -m benchmarks.train_speed --batch-size 128 --steps 5 --threads 2
+
+Each framework runs the same optimizer steps as ``python -m parity.train``
+(:class:`parity.train.TorchTrainer`, :class:`parity.train.KerasTrainer`) on
+random 32x32 batches (speed does not depend on the pixels): torch eager,
+Keras' step as a ``tf.function`` ("graph"), and the same step compiled with
+XLA (``jit_compile=True``). After ``--warmup`` untimed steps (tracing,
+compilation), ``--steps`` steps are timed; the figures are images/s, seconds
+per 50,000-image epoch and the 50-epoch recipe, extrapolated from those steps
+(evaluation, about 1/3 of a training step per image, not included). The CPU
+model is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import torch  # noqa: E402  (torch and torchvision before TensorFlow)
+import torchvision  # noqa: E402,F401
+
+from parity.config import PRESETS, RECIPES, get_named_config  # noqa: E402
+from parity.train import KerasTrainer, Recipe, TorchTrainer, cpu_name, initial_state  # noqa: E402
+
+#: CIFAR-10's training set and the recipe's epochs.
+EPOCH_IMAGES = 50_000
+RECIPE_EPOCHS = 50
+
+
+def _time(step: object, x: np.ndarray, y: np.ndarray, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step(x, y)  # type: ignore[operator]
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step(x, y)  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark and prints a markdown table (and JSON with ``--json``)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.splitlines()[0])
+    parser.add_argument("arch", nargs="?", default="cifar10_vgg16", choices=[*RECIPES, *PRESETS])
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per framework (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--threads", type=int, help="CPU threads per framework (default: all cores)")
+    parser.add_argument("--modes", nargs="+", default=["torch", "keras", "keras-xla"], choices=["torch", "keras", "keras-xla"])
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    config = get_named_config(args.arch).replace(num_classes=10) if args.arch in PRESETS else get_named_config(args.arch)
+    recipe = Recipe(batch_size=args.batch_size)
+    state = initial_state(config, 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.batch_size, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, config.num_classes, args.batch_size).astype(np.int64)
+    cpu = cpu_name()
+    print(
+        f"{config.name}: {config.num_params:,} parameters, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
+        f"steps each, on {cpu}; torch {torch.__version__} ({torch.get_num_threads()} threads), TensorFlow {tf.__version__}",
+        file=sys.stderr,
+    )
+    rows = []
+    for mode in args.modes:
+        if mode == "torch":
+            trainer: TorchTrainer | KerasTrainer = TorchTrainer(config, state, recipe)
+        else:
+            trainer = KerasTrainer(config, state, recipe, steps_per_epoch=98, jit_compile=mode == "keras-xla")
+        times = _time(trainer.step, x, y, args.warmup, args.steps)
+        per_step = statistics.median(times)
+        rate = args.batch_size / per_step
+        epoch = EPOCH_IMAGES / rate
+        rows.append(
+            {
+                "mode": mode,
+                "step_s": per_step,
+                "step_s_all": times,
+                "images_per_s": rate,
+                "epoch_s": epoch,
+                "recipe_h": epoch * RECIPE_EPOCHS / 3600,
+            }
+        )
+        print(f"  {mode}: {per_step:.2f} s/step, {rate:.1f} img/s", file=sys.stderr, flush=True)
+        del trainer
+    print(f"\n{config.name}, batch {args.batch_size}, on {cpu} (median of {args.steps} steps, extrapolated)\n")
+    print("| framework | s / step | images / s | s / 50k-image epoch | 50 epochs (h) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['step_s']:.2f} | {r['images_per_s']:.1f} | {r['epoch_s']:.0f} | {r['recipe_h']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": config.name, "batch_size": args.batch_size, "cpu": cpu, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

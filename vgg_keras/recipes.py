@@ -1,0 +1,40 @@
+"""Keras builders of the training recipes in :data:`parity.config.RECIPES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from parity.config import RECIPES
+from vgg_keras.model import build_vgg
+
+__all__ = ["CIFAR10_VGG16"]
+
+
+def CIFAR10_VGG16(  # noqa: N802 (keras.applications' naming)
+    weights: str | None = None,
+    classes: int = 10,
+    classifier_activation: str | Callable[..., object] | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """The CIFAR-10 VGG16 recipe for 32x32x3 input, with torchvision's initialization.
+
+    Args:
+        weights: ``None`` (torchvision's initialization) or the path of a
+            ``.weights.h5`` written by ``python -m parity.train``.
+        classes: Number of classes.
+        classifier_activation: Activation of ``predictions``; ``None`` for logits.
+        name: Model name; defaults to ``"cifar10_vgg16"``.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: On an invalid argument.
+    """
+    try:
+        config = RECIPES["cifar10_vgg16"].replace(num_classes=classes)
+    except ValueError:
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+    return build_vgg(config, weights=weights, classifier_activation=classifier_activation, name=name)

@@ -1,0 +1,23 @@
+"""PyTorch builders of the training recipes in :data:`parity.config.RECIPES`."""
+
+from __future__ import annotations
+
+from parity.config import RECIPES
+from vgg_torch.model import VGG, build_vgg
+
+__all__ = ["cifar10_vgg16"]
+
+
+def cifar10_vgg16(*, num_classes: int | None = None, dropout: float | None = None, init_weights: bool = True) -> VGG:
+    """The CIFAR-10 VGG16 recipe (32x32 input, 10 classes, no batch norm, no adaptive pool).
+
+    Args:
+        num_classes: Overrides the recipe's 10 classes.
+        dropout: Overrides the recipe's dropout (0.5, torch's default).
+        init_weights: Whether to apply torchvision's initialization.
+
+    Returns:
+        The model, in training mode; its state dict has torchvision's VGG keys
+        (``features.*``, ``classifier.*``).
+    """
+    return build_vgg(RECIPES["cifar10_vgg16"], num_classes=num_classes, dropout=dropout, init_weights=init_weights)
