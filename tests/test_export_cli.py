@@ -80,6 +80,21 @@ def test_not_a_converted_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert _listing(out) == []
 
 
+def test_weights_file_not_matching_its_sidecar(features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """One byte of a weight changed after conversion: the sidecar's sha256 no longer matches, nothing is exported."""
+    copy = tmp_path / "w" / features_file.name
+    copy.parent.mkdir()
+    data = bytearray(features_file.read_bytes())
+    data[-100] ^= 0xFF  # inside the last dataset, not the HDF5 metadata
+    copy.write_bytes(bytes(data))
+    Path(f"{copy}.json").write_text(Path(f"{features_file}.json").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = _cli(capsys, *_args(copy, out / "m.tflite"))
+    _assert_refused(code, err, "does not match the sha256")
+    assert _listing(out) == []
+
+
 @pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
 def test_output_exists_needs_force(fmt: str, features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
