@@ -45,6 +45,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -373,7 +374,11 @@ def run_artifact(path: str | os.PathLike[str], fmt: str, x_nchw: np.ndarray, dat
         out["output"] = _output_nchw(np.asarray(loaded.serve(tf.constant(x))), data_format)
         del loaded
         return out
-    interpreter = tf.lite.Interpreter(model_path=os.fspath(path), experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        # TensorFlow 2.20 warns that tf.lite.Interpreter is deprecated (it works), and that keeping every
+        # tensor is for debugging (it is: that is how the block outputs are read).
+        warnings.filterwarnings("ignore", message=r".*(tf\.lite\.Interpreter is deprecated|experimental_preserve_all_tensors)", category=UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(path), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     batch = int(inp["shape"][0])
