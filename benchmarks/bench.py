@@ -309,7 +309,7 @@ def model_macs(arch: str, size: int = SIZE) -> int:
     Returns:
         MACs per image.
     """
-    from parity.config import PRESETS, layer_plan
+    from parity.core.config import PRESETS, layer_plan
 
     config = PRESETS[arch]
     side = size
@@ -1033,7 +1033,7 @@ def _child_keras_route(pth: str, out: str) -> None:
     import keras  # noqa: F401
 
     import vgg_keras
-    from parity.config import PRESETS
+    from parity.core.config import PRESETS
     from parity.converter import weight_map
 
     state = torch.load(pth, map_location="cpu", weights_only=True)
@@ -1066,7 +1066,7 @@ def _child_cold(which: str, path: str, spawned: float) -> None:
     assert logits.shape == (1, 1000) and np.isfinite(logits).all()
     extra: dict[str, float] = {}
     if which == "vgg_keras":  # what the sidecar check inside the load costs
-        from parity.checkpoint import file_sha256
+        from parity.core.checkpoint import file_sha256
 
         t = time.perf_counter()
         file_sha256(path)
@@ -1109,9 +1109,10 @@ def _child_trace_convert(cli_args: list[str]) -> None:
 
     import keras  # noqa: F401
 
-    import parity.convert as pc
+    import parity.conversion as pc
+    import parity.convert as cli
     import parity.converter as pconv
-    import vgg_keras.weights as vw
+    import parity.core.weights_file as wf
 
     def status() -> dict[str, float]:
         """VmRSS and VmHWM of this process in MiB."""
@@ -1152,10 +1153,10 @@ def _child_trace_convert(cli_args: list[str]) -> None:
         (pconv, "write_keras_weights"),
         (pc, "torch_reference"),
         (pc, "verify_file"),
-        (vw.StagedWeights, "commit"),
+        (wf.StagedWeights, "commit"),
     ]:
         wrap(module, name)
-    code = pc.main(cli_args)
+    code = cli.main(cli_args)
     print(json.dumps({"returncode": code, "phases": phases}))
     if code:
         raise SystemExit(code)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.catalog import get_weights_record
+from parity.core.catalog import get_weights_record
 from parity.compare import LOGIT_RTOL, MODES, ParityReport
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 __all__ = ["main", "parse_size", "run_report"]
 
@@ -168,7 +168,7 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vgg_keras.weights import write_atomic
+    from parity.core.atomic import write_atomic
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
     modes = list(dict.fromkeys(str(c["mode"]) for c in cases))
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import tensorflow as tf
     import torch
 
-    from vgg_keras.weights import write_atomic
+    from parity.core.atomic import write_atomic
 
     data = {
         "source": source,

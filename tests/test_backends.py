@@ -20,7 +20,7 @@ import os, sys
 import torch, torchvision  # before anything that may load TensorFlow
 import keras, numpy as np
 from parity.compare import build_pair, compare_outputs, keras_forward, torch_forward
-from parity.config import VGGConfig
+from parity.core.config import VGGConfig
 from parity.random_weights import randomized_state_dict
 
 assert keras.backend.backend() == os.environ["KERAS_BACKEND"], keras.backend.backend()

@@ -11,8 +11,9 @@ import torch
 
 import vgg_keras
 from parity.compare import build_pair
-from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH
-from parity.converter import read_keras_weights, weight_map
+from parity.converter import weight_map
+from parity.core.config import BN_EPSILON, BN_MOMENTUM_TORCH
+from parity.core.h5file import read_keras_weights
 from parity.random_weights import randomized_state_dict
 from tests.conftest import TINY_BN
 from vgg_keras.layers import BatchNormalization

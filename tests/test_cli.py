@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-import parity.converter
+import parity.core.names
+import parity.core.weights_file
 import vgg_keras
 import vgg_keras.model
-import vgg_keras.weights
 import vgg_torch
-from parity.catalog import get_weights_record
 from parity.compare import LOGIT_RTOL
-from parity.config import PRESETS
 from parity.convert import main
+from parity.core.catalog import get_weights_record
+from parity.core.config import PRESETS
 from parity.random_weights import randomized_state_dict
 from tests.conftest import run_python, torch_state_dict
 
@@ -41,10 +41,10 @@ def test_cli_end_to_end_in_subprocess(tmp_path: Path) -> None:
     assert "logits" in result.stderr and "top-1 agreement 100%" in result.stderr
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["verification"]["max_rel"] <= LOGIT_RTOL
-    sidecar = json.loads(vgg_keras.weights.sidecar_path(out).read_text())
+    sidecar = json.loads(parity.core.weights_file.sidecar_path(out).read_text())
     assert sidecar["arch"] == "vgg11" and sidecar["source"] == {"kind": "random-all", "seed": 3}
     assert set(sidecar["versions"]) >= {"torch", "torchvision", "keras", "tensorflow", "numpy"}
-    assert sidecar["sha256"] == vgg_keras.weights.file_sha256(out)
+    assert sidecar["sha256"] == parity.core.weights_file.file_sha256(out)
 
     # The file gives torch's logits in Keras.
     model = vgg_keras.VGG11(weights=str(out), classifier_activation=None)
@@ -89,7 +89,7 @@ def test_checkpoint_formats_convert_alike(ten_class_checkpoints: dict[str, Path]
         assert all(np.array_equal(a, b) for a, b in zip(arrays, outputs["bare"], strict=True)), kind
     model = vgg_keras.VGG11_BN(weights=str(tmp_path / "bare.weights.h5"), classes=10)
     assert model.output.shape[-1] == 10
-    record = vgg_keras.weights.read_record(tmp_path / "bare.weights.h5")
+    record = parity.core.weights_file.read_record(tmp_path / "bare.weights.h5")
     assert record["source"]["kind"] == "checkpoint" and len(record["source"]["sha256"]) == 64
     with pytest.raises(ValueError, match="10-class classifier: pass classes=10"):
         vgg_keras.VGG11_BN(weights=str(tmp_path / "bare.weights.h5"))
@@ -107,7 +107,7 @@ def test_checkpoint_formats_convert_alike(ten_class_checkpoints: dict[str, Path]
 @pytest.mark.parametrize("mistake", ["flatten_order", "bn_epsilon_1e-3"])
 def test_verification_fails_on_deliberate_mistakes(mistake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     if mistake == "flatten_order":
-        monkeypatch.setattr(parity.converter, "dense_rows_chw_to_hwc", lambda w, c, h, ww: w.T)
+        monkeypatch.setattr(parity.core.names, "dense_rows_chw_to_hwc", lambda w, c, h, ww: w.T)
         arch, first = "vgg11", "logits"
     else:
         monkeypatch.setattr(vgg_keras.model, "BN_EPSILON", 1e-3)
@@ -140,8 +140,8 @@ def test_converted_on_demand_after_tensorflow_is_loaded(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Converting vgg11 IMAGENET1K_V1" in first.stderr
     cached = vgg_keras.weights.converted_weights_path("vgg11")
-    assert cached.exists() and vgg_keras.weights.sidecar_path(cached).exists()
-    assert vgg_keras.weights.read_record(cached)["source"]["kind"] == "torchvision"
+    assert cached.exists() and parity.core.weights_file.sidecar_path(cached).exists()
+    assert parity.core.weights_file.read_record(cached)["source"]["kind"] == "torchvision"
     again = run_python(code)
     assert again.returncode == 0 and "Converting" not in again.stderr, again.stderr[-3000:]
     assert float(first.stdout.split()[-1]) == pytest.approx(1.0, abs=1e-4)  # softmax sums to 1

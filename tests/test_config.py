@@ -7,14 +7,14 @@ import json
 import pytest
 import torchvision
 
-from parity.catalog import WEIGHTS, get_weights_record
-from parity.config import PRESETS, VGGConfig, get_config, layer_plan
+from parity.core.catalog import WEIGHTS, get_weights_record
+from parity.core.config import PRESETS, VGGConfig, get_config, layer_plan
 from tests.conftest import CIFAR, TINY, run_python
 
 
 def test_importing_schema_loads_no_framework() -> None:
     code = (
-        "import sys, parity.config, parity.catalog, parity.converter, parity.layouts, parity.random_weights\n"
+        "import sys, parity.core.config, parity.core.catalog, parity.converter, parity.core.layouts, parity.random_weights\n"
         "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

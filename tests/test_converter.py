@@ -12,20 +12,17 @@ import torch
 import torchvision
 
 import parity.converter
+import parity.core.h5file
+import parity.core.names
 import vgg_keras
 import vgg_keras.model
 from parity.compare import ParityReport, build_pair, compare_outputs, keras_forward, torch_forward
-from parity.config import PRESETS, VGGConfig
-from parity.converter import (
-    ConversionError,
-    assign_keras_weights,
-    convert_state_dict,
-    infer_num_classes,
-    read_keras_weights,
-    weight_map,
-    write_keras_weights,
-)
-from parity.layouts import conv_oihw_to_hwio, dense_out_in_to_in_out, dense_rows_chw_to_hwc
+from parity.converter import assign_keras_weights, convert_state_dict, weight_map, write_keras_weights
+from parity.core.config import PRESETS, VGGConfig
+from parity.core.errors import ConversionError
+from parity.core.h5file import read_keras_weights
+from parity.core.layouts import conv_oihw_to_hwio, dense_out_in_to_in_out, dense_rows_chw_to_hwc
+from parity.core.names import infer_num_classes
 from parity.random_weights import randomized_state_dict
 from tests.conftest import TINY_CONFIGS
 
@@ -135,7 +132,7 @@ def _parity(cfg: VGGConfig, size: tuple[int, int], seed: int = 0) -> ParityRepor
 
 
 def test_wrong_flatten_order_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parity.converter, "dense_rows_chw_to_hwc", lambda w, c, h, ww: w.T)
+    monkeypatch.setattr(parity.core.names, "dense_rows_chw_to_hwc", lambda w, c, h, ww: w.T)
     report = _parity(TINY_CONFIGS["tiny"], (37, 45))
     assert not report.passed
     assert report.first_divergent == "logits"
@@ -169,14 +166,14 @@ def _file_contents(path: Path) -> tuple[dict[str, dict[str, object]], dict[str, 
 TINY_SLAB_BYTES = 64
 
 
-@pytest.mark.parametrize("slab_bytes", [parity.converter.SLAB_BYTES, TINY_SLAB_BYTES], ids=["whole", "slabs"])
+@pytest.mark.parametrize("slab_bytes", [parity.core.h5file.SLAB_BYTES, TINY_SLAB_BYTES], ids=["whole", "slabs"])
 @pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
 def test_written_file_equals_keras_save_weights(
     name: str, include_top: bool, slab_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The file written from the torch tensors is the file Keras saves for the same weights."""
-    monkeypatch.setattr(parity.converter, "SLAB_BYTES", slab_bytes)
+    monkeypatch.setattr(parity.core.h5file, "SLAB_BYTES", slab_bytes)
     cfg = TINY_CONFIGS[name]
     sd = randomized_state_dict(cfg)
     if not include_top:

@@ -20,7 +20,7 @@ import pytest
 
 import vgg_keras
 from parity.compare import LOGIT_RTOL
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from tests.conftest import TINY_CONFIGS, run_python
 
 #: Small enough that two steps on one batch lower its loss for every preset

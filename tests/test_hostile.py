@@ -34,14 +34,21 @@ import numpy as np
 import pytest
 import torch
 
-import parity.catalog
+import parity.conversion
 import parity.convert
+import parity.core.atomic
+import parity.core.catalog
+import parity.core.weights_file
+import parity.interrupts
 import vgg_keras
 import vgg_keras.weights
-from parity.config import PRESETS, layer_plan, torch_parameter_shapes
+from parity.core.checkpoint import file_sha256
+from parity.core.config import PRESETS, layer_plan, torch_parameter_shapes
+from parity.core.errors import WeightsFileError
+from parity.core.weights_file import read_record, sidecar_path
 from parity.random_weights import randomized_state_dict
 from tests.conftest import ROOT
-from vgg_keras.weights import WeightsFileError, converted_weights_path, file_sha256, read_record, sidecar_path
+from vgg_keras.weights import converted_weights_path
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -117,8 +124,8 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("the conversion started before the input was refused")
 
-    monkeypatch.setattr(parity.convert, "_import_frameworks", started)
-    monkeypatch.setattr(parity.convert, "_random_state_dict", started)
+    monkeypatch.setattr(parity.conversion, "_import_frameworks", started)
+    monkeypatch.setattr(parity.conversion, "_random_state_dict", started)
 
 
 def _deny_access(monkeypatch: pytest.MonkeyPatch, denied: Path, mode: int) -> None:
@@ -371,7 +378,7 @@ def _features_checkpoint(path: Path, nan_in: str | None = None) -> None:
 
 
 def test_features_weights_drop_the_nan_classifier_but_not_nan_features(capsys: pytest.CaptureFixture[str]) -> None:
-    record = parity.catalog.WEIGHTS["vgg16"]["IMAGENET1K_FEATURES"]
+    record = parity.core.catalog.WEIGHTS["vgg16"]["IMAGENET1K_FEATURES"]
     hub_file = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / record.filename
     target = converted_weights_path("vgg16", "IMAGENET1K_FEATURES")
 
@@ -499,7 +506,7 @@ def test_failed_write_keeps_nothing(out_dir: Path, capsys: pytest.CaptureFixture
     def disk_full(path: object) -> str:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))  # type: ignore[arg-type]
 
-    monkeypatch.setattr(vgg_keras.weights, "file_sha256", disk_full)
+    monkeypatch.setattr(parity.core.weights_file, "file_sha256", disk_full)
     code, err = _cli(capsys, *_init_args("--output", str(target), "--report", str(report), "--force"))
     _assert_refused(code, err, "No space left on device", "nothing was kept")
     assert target.read_bytes() == b"previous"
@@ -510,13 +517,13 @@ def test_signal_swallowed_by_library_code_still_stops_the_write(
     out_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SIGTERM whose exception was dropped (it landed in a weakref callback) still stops the rename."""
-    real_sha256 = vgg_keras.weights.file_sha256
+    real_sha256 = parity.core.weights_file.file_sha256
 
     def sha256_after_a_dropped_signal(path: object) -> str:
-        monkeypatch.setattr(parity.convert, "_received_signal", int(signal.SIGTERM))
+        monkeypatch.setattr(parity.interrupts, "_received_signal", int(signal.SIGTERM))
         return real_sha256(path)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(vgg_keras.weights, "file_sha256", sha256_after_a_dropped_signal)
+    monkeypatch.setattr(parity.core.weights_file, "file_sha256", sha256_after_a_dropped_signal)
     code, err = _cli(capsys, *_init_args("--output", str(out_dir / "x.weights.h5")))
     assert code == 128 + signal.SIGTERM
     assert _error_line(err).endswith("Received: SIGTERM")
@@ -687,12 +694,12 @@ def hub_dir() -> Path:
 def test_download_with_wrong_hash_is_discarded(
     tmp_path: Path, hub_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = parity.catalog.WEIGHTS["vgg11"]["IMAGENET1K_V1"]
+    record = parity.core.catalog.WEIGHTS["vgg11"]["IMAGENET1K_V1"]
     served = tmp_path / "server" / record.filename
     served.parent.mkdir()
     torch.save({"features.0.weight": torch.zeros(1)}, served)
     assert not file_sha256(served).startswith(record.hash_prefix)
-    monkeypatch.setitem(parity.catalog.WEIGHTS["vgg11"], "IMAGENET1K_V1", dataclasses.replace(record, url=served.as_uri()))
+    monkeypatch.setitem(parity.core.catalog.WEIGHTS["vgg11"], "IMAGENET1K_V1", dataclasses.replace(record, url=served.as_uri()))
     code, err = _cli(capsys, "vgg11", "--no-verify")
     _assert_refused(code, err, f"does not match the sha256 prefix {record.hash_prefix}", "discarded", "invalid hash value")
     assert _listing(hub_dir) == []
@@ -713,7 +720,7 @@ def test_no_network_says_how_to_convert_a_local_file(
 
 
 def test_corrupt_file_in_hub_cache(tmp_path: Path, hub_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    record = parity.catalog.WEIGHTS["vgg11"]["IMAGENET1K_V1"]
+    record = parity.core.catalog.WEIGHTS["vgg11"]["IMAGENET1K_V1"]
     hub_dir.mkdir(parents=True)
     _first_half(_valid_pth(tmp_path), "half.pth").rename(hub_dir / record.filename)
     code, err = _cli(capsys, "vgg11")
@@ -797,14 +804,14 @@ def test_signal_during_the_final_renames_keeps_the_complete_file(
 ) -> None:
     """SIGTERM held back during the renames lands after them: the exit says so, and weights and report stay."""
     target, report = tmp_path / "x.weights.h5", tmp_path / "report.json"
-    flush_folder = vgg_keras.weights._fsync_fd
+    flush_folder = parity.core.atomic._fsync_fd
 
     def flush_then_signal(fd: int) -> None:  # runs inside the held-signals block, after the renames
         flush_folder(fd)
         if target.exists():
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(vgg_keras.weights, "_fsync_fd", flush_then_signal)
+    monkeypatch.setattr(parity.core.atomic, "_fsync_fd", flush_then_signal)
     code, err = _cli(capsys, "vgg11", "--init", "random", "--no-verify", "--output", str(target), "--report", str(report))
     assert code == 128 + signal.SIGTERM
     line = _error_line(err)

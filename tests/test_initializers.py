@@ -11,8 +11,8 @@ import torch
 
 import vgg_keras
 import vgg_torch
-from parity.config import VGGConfig, layer_plan
 from parity.converter import weight_map
+from parity.core.config import VGGConfig, layer_plan
 from vgg_keras.initializers import KaimingNormalFanOut, TorchLinearNormal
 
 #: Wide enough that every kernel has >= 10k elements, so the statistics separate

@@ -1,6 +1,6 @@
 """Any number of input channels: keras.applications' rule with weights=None, timm's with converted weights.
 
-The adaptation (:func:`parity.layouts.adapt_input_channels`) is checked three
+The adaptation (:func:`parity.core.layouts.adapt_input_channels`) is checked three
 ways: against its definition on numbers, against what it promises a
 convolution does (a grey image through the summed kernel equals the RGB image
 ``(g, g, g)`` through the original), and end to end: torch with its state
@@ -20,12 +20,13 @@ import torch
 import vgg_keras
 import vgg_torch
 from parity.compare import LOGIT_RTOL, keras_forward, torch_forward
-from parity.config import PRESETS, VGGConfig
 from parity.converter import write_keras_weights
-from parity.layouts import KERAS_IN_AXIS, TORCH_IN_AXIS, adapt_input_channels, conv_oihw_to_hwio
+from parity.core.config import PRESETS, VGGConfig
+from parity.core.errors import WeightsFileError
+from parity.core.layouts import KERAS_IN_AXIS, TORCH_IN_AXIS, adapt_input_channels, conv_oihw_to_hwio
+from parity.core.weights_file import stage_converted_weights
 from parity.random_weights import randomized_state_dict
 from tests.conftest import TINY_CONFIGS, torch_state_dict
-from vgg_keras.weights import WeightsFileError, stage_converted_weights
 
 #: torch (adapted state dict) against Keras (adapted while loading) on the tiny
 #: configs, logits of order 1: only fp32 summation order differs between the

@@ -8,7 +8,7 @@ import pytest
 import torchvision
 
 import vgg_keras
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 from tests.conftest import CIFAR, TINY, TINY_BN, run_python, tensorflow_has_nchw_cpu_kernels
 from vgg_keras.model import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
 

@@ -21,7 +21,7 @@ import torchvision
 import parity.converter
 import vgg_keras
 from parity.compare import LOGIT_RTOL, MODES, ParityError, build_pair, compare_outputs, keras_forward, torch_forward
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from parity.converter import assign_keras_weights, convert_state_dict
 from parity.random_weights import randomized_state_dict
 from tests.conftest import TINY_CONFIGS, torch_state_dict

@@ -37,7 +37,7 @@ from torchvision.models._meta import _IMAGENET_CATEGORIES  # noqa: E402
 from torchvision.transforms import functional as tvF  # noqa: E402
 from torchvision.transforms._presets import ImageClassification  # noqa: E402
 
-from parity.catalog import get_weights_record  # noqa: E402
+from parity.core.catalog import get_weights_record  # noqa: E402
 from vgg_keras import preprocessing as prep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,7 +469,7 @@ END_TO_END_RTOL = 1e-3
 def test_image_to_label_end_to_end_agrees_with_torchvision() -> None:
     """Photo -> each framework's pipeline -> each framework's model, same weights: same top-1."""
     import vgg_keras
-    from parity.config import PRESETS
+    from parity.core.config import PRESETS
     from parity.converter import assign_keras_weights, convert_state_dict
     from parity.random_weights import randomized_state_dict
 

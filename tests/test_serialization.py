@@ -20,7 +20,7 @@ import torch.fx
 
 import vgg_keras
 import vgg_torch
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from tests.conftest import TINY_CONFIGS, run_python
 
 #: The same model with the same weights on the same machine, reloaded or

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torchvision
 
-import parity.config
+import parity.core.config
 import parity.to_torch
-from parity.checkpoint import load_checkpoint
-from parity.converter import ConversionError, write_keras_weights
 from parity.convert import main
+from parity.converter import write_keras_weights
+from parity.core.checkpoint import load_checkpoint
+from parity.core.errors import ConversionError
 from parity.random_weights import randomized_state_dict
 from parity.to_torch import keras_file_arrays, torch_state_dict_from_keras
 from tests.conftest import TINY_CONFIGS
@@ -69,7 +70,7 @@ def test_bad_input_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def _keras_file(tmp_path: Path, arch: str) -> tuple[Path, dict[str, np.ndarray]]:
     path = tmp_path / f"{arch}.weights.h5"
     assert main([arch, "--init", "random-all", "--seed", "5", "--output", str(path), "--quiet", "--no-verify"]) == 0
-    return path, randomized_state_dict(parity.config.PRESETS[arch], 5)
+    return path, randomized_state_dict(parity.core.config.PRESETS[arch], 5)
 
 
 @pytest.mark.full
@@ -109,7 +110,7 @@ def test_cli_verification_failure_writes_nothing(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.full
 def test_cli_features_only(tmp_path: Path) -> None:
-    config = parity.config.PRESETS["vgg11"]
+    config = parity.core.config.PRESETS["vgg11"]
     state = randomized_state_dict(config, seed=8, include_top=False)
     keras_file = tmp_path / "features.weights.h5"
     write_keras_weights(state, config, keras_file, include_top=False)

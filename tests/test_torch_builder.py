@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 import vgg_torch
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 from parity.random_weights import randomized_state_dict
 from tests.conftest import CIFAR, TINY_BN, torch_state_dict
 

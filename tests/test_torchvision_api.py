@@ -19,7 +19,7 @@ from torchvision.models import _api as tv_api
 from torchvision.models.detection import ssd as tv_ssd
 
 import vgg_torch
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 
 def _signature(fn: Callable[..., object]) -> list[tuple[str, object, object]]:

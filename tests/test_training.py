@@ -7,16 +7,9 @@ import pytest
 import torch
 
 from parity.compare import build_pair
-from parity.config import PRESETS, VGGConfig
 from parity.converter import convert_state_dict, keras_to_state_dict, weight_map
-from parity.layouts import (
-    conv_hwio_to_oihw,
-    conv_oihw_to_hwio,
-    dense_in_out_to_out_in,
-    dense_out_in_to_in_out,
-    dense_rows_chw_to_hwc,
-    dense_rows_hwc_to_chw,
-)
+from parity.core.config import PRESETS, VGGConfig
+from parity.core.layouts import conv_hwio_to_oihw, conv_oihw_to_hwio, dense_in_out_to_out_in, dense_out_in_to_in_out, dense_rows_chw_to_hwc, dense_rows_hwc_to_chw
 from parity.random_weights import randomized_state_dict
 from parity.training import GRAD_RTOL, cancelled_biases, gradient_diffs, keras_gradients, torch_gradients, training_batches
 from tests.conftest import TINY_CONFIGS

@@ -14,7 +14,7 @@ import pytest
 from keras.src.saving import serialization_lib
 
 import vgg_keras
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 #: Channels of the last convolution of every VGG (upstream's ``last_dim`` for VGG16/VGG19).
 LAST_DIM = 512

@@ -31,7 +31,7 @@ import torchvision
 from torchvision.models.detection import ssd as tv_ssd
 
 import vgg_torch
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 # torch 2.15 deprecates TorchScript (torch.jit.script/save/load) in favour of torch.export; upstream still tests it.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from parity.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
+from parity.core.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
 
 __all__ = [
     "IMAGENET_MEAN",

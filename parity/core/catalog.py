@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 __all__ = [
     "DEFAULT_WEIGHTS",

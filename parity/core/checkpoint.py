@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.errors import first_line, os_reason, shorten
+from parity.core.errors import first_line, os_reason, shorten
 
 __all__ = ["CheckpointError", "check_checkpoint_path", "check_dtypes", "check_finite", "load_checkpoint", "normalize_state_dict"]
 
