@@ -4,7 +4,7 @@ Everything about one set of weights lives in one :class:`WeightsRecord`: where
 torchvision downloads it from, the hash its file name pins, the preprocessing it
 was trained with, its parameter count and whether its classifier is usable. The
 Keras side needs these facts (the converted-weights cache name, the preprocessing
-pipeline) without PyTorch installed; ``tests/test_catalog.py`` checks every record
+pipeline) without PyTorch installed; ``tests/core/test_config.py`` checks every record
 against torchvision's own ``Weights`` enums.
 """
 

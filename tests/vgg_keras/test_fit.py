@@ -81,7 +81,7 @@ def test_fit_and_evaluate_every_preset(arch: str) -> None:
     TensorFlow 2.20 keep it after ``clear_session`` and ``gc.collect``), and eight full-size
     presets would hold about 9 GB for the rest of the suite.
     """
-    code = "import torch, torchvision\nfrom tests.test_fit import fit_preset\n"  # torch first: see conftest
+    code = "import torch, torchvision\nfrom tests.vgg_keras.test_fit import fit_preset\n"  # torch first: see conftest
     result = run_python(f"{code}fit_preset({arch!r})\nprint('fit ok')")
     assert result.returncode == 0 and "fit ok" in result.stdout, result.stderr[-3000:]
 

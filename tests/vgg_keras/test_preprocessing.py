@@ -40,7 +40,7 @@ from torchvision.transforms._presets import ImageClassification  # noqa: E402
 from parity.core.catalog import get_weights_record  # noqa: E402
 from vgg_keras import preprocessing as prep  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------- #
 # Tolerances, in [0, 1] pixel units (1/255 = one uint8 level)
