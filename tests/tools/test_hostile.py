@@ -770,6 +770,7 @@ def _assert_complete(path: Path) -> None:
     assert read_record(path)["source"] == sidecar["source"]
 
 
+@pytest.mark.full  # converts full-size vgg11 in a child process
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_writer_leaves_no_partial_file(tmp_path: Path, sig: signal.Signals) -> None:
     """A signal while the weights are being written: never a partial file under the target name.
@@ -825,6 +826,7 @@ def test_signal_during_the_final_renames_keeps_the_complete_file(
     assert _listing(tmp_path) == sorted([target.name, sidecar_path(target).name, report.name])
 
 
+@pytest.mark.full  # two full-size vgg11 conversions at once
 def test_two_writers_at_once_leave_one_valid_file(tmp_path: Path) -> None:
     target = tmp_path / "x.weights.h5"
     procs = [

@@ -13,6 +13,7 @@ from parity.compare import LOGIT_RTOL
 from parity.report import main
 
 
+@pytest.mark.full  # full-size vgg11 and vgg11_bn
 def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg11", "vgg11_bn", "--sizes", "32", "40x64", "--mode", "xla", "predict", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr()
@@ -39,6 +40,7 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert info.value.code == 2
 
 
+@pytest.mark.full  # full-size vgg11
 def test_report_training_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg11", "--sizes", "32", "--train-steps", "6", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
