@@ -62,7 +62,7 @@ import numpy as np
 backend, how, arch, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 if how == "torch":
     import torch, torchvision
-    from parity.config import PRESETS
+    from parity.core.config import PRESETS
     from parity.random_weights import randomized_state_dict
     model = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in randomized_state_dict(PRESETS[arch], 0).items()})
@@ -73,7 +73,7 @@ if how == "torch":
 else:
     import keras
     import vgg_keras
-    from parity.config import PRESETS
+    from parity.core.config import PRESETS
     from parity.converter import assign_keras_weights, convert_state_dict
     from parity.random_weights import randomized_state_dict
     config = PRESETS[arch]

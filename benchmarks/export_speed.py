@@ -36,9 +36,9 @@ x8 = rng.standard_normal((8, 3, 224, 224), dtype=np.float32)
 t0 = time.perf_counter()
 if kind == "torch eager":
     import vgg_torch
-    from parity.config import VGGConfig
+    from parity.core.config import VGGConfig
     from parity.to_torch import keras_file_arrays, torch_state_dict_from_keras
-    from vgg_keras.weights import read_record
+    from parity.core.weights_file import read_record
     cfg = VGGConfig.from_dict(read_record(weights)["config"])
     model = vgg_torch.build_vgg(cfg, init_weights=False).eval()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict_from_keras(keras_file_arrays(weights), cfg, True).items()})
@@ -50,8 +50,8 @@ else:
     x8 = np.ascontiguousarray(x8.transpose(0, 2, 3, 1))
     if kind == "keras":
         import vgg_keras
-        from parity.config import VGGConfig
-        from vgg_keras.weights import read_record
+        from parity.core.config import VGGConfig
+        from parity.core.weights_file import read_record
         cfg = VGGConfig.from_dict(read_record(weights)["config"])
         model = vgg_keras.build_vgg(cfg, weights=weights, classifier_activation=None)
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)

@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import torch  # noqa: E402  (torch and torchvision before TensorFlow)
 import torchvision  # noqa: E402,F401
 
-from parity.config import PRESETS, RECIPES, get_named_config  # noqa: E402
+from parity.core.config import PRESETS, RECIPES, get_named_config  # noqa: E402
 from parity.train import KerasTrainer, Recipe, TorchTrainer, cpu_name, initial_state  # noqa: E402
 
 #: CIFAR-10's training set and the recipe's epochs.

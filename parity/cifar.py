@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.errors import first_line, os_reason
+from parity.core.errors import first_line, os_reason
 
 __all__ = [
     "ARCHIVES",

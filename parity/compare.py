@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import keras
     import torch
 
-    from parity.config import VGGConfig
+    from parity.core.config import VGGConfig
 
 __all__ = [
     "LOGIT_RTOL",
@@ -322,7 +322,7 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
 
     import vgg_keras
     import vgg_torch
-    from parity.config import PRESETS
+    from parity.core.config import PRESETS
     from parity.converter import assign_keras_weights, convert_state_dict
 
     preset = PRESETS.get(config.name)

@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parity.compare import BLOCK_RTOL, LOGIT_RTOL
-from parity.config import PRESETS, VGGConfig, get_config
-from parity.errors import first_line, os_reason
+from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.errors import first_line, os_reason
 
 if TYPE_CHECKING:
     import keras
@@ -192,7 +192,7 @@ def _resolve_weights(arch: str, weights: str) -> Path:
     """
     shown = f"weights={weights!r}"
     if weights == "converted":
-        from parity.catalog import DEFAULT_WEIGHTS, cache_dir, get_weights_record
+        from parity.core.catalog import DEFAULT_WEIGHTS, cache_dir, get_weights_record
 
         path = cache_dir() / get_weights_record(arch, DEFAULT_WEIGHTS).keras_filename
         if not path.is_file():
@@ -662,9 +662,12 @@ def export(
     import tensorflow as tf
 
     from parity.convert import torch_reference, verification_batch
-    from parity.converter import ConversionError, weight_map
+    from parity.converter import weight_map
+    from parity.core.errors import ConversionError
     from parity.to_torch import keras_file_arrays, torch_state_dict_from_keras
-    from vgg_keras.weights import WeightsFileError, load_converted_weights, read_record
+    from parity.core.errors import WeightsFileError
+    from parity.core.weights_file import read_record
+    from vgg_keras.weights import load_converted_weights
 
     started = time.perf_counter()
     shown = f"weights={weights!r}"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 
 __all__ = ["GPU_RTOL", "NO_GPU_EXIT", "backend_sees_gpu", "disable_tf32", "main", "run"]
 
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return NO_GPU_EXIT
     result = run(args.archs or list(PRESETS), args.data_formats, speed_arch=None if args.no_speed else "vgg16")
     if args.json is not None:
-        from vgg_keras.weights import write_atomic
+        from parity.core.atomic import write_atomic
 
         write_atomic(args.json, json.dumps(result, indent=2))
     print(json.dumps(result.get("speed", {})))

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from parity.config import VGGConfig, layer_plan
+from parity.core.config import VGGConfig, layer_plan
 
 __all__ = ["randomized_state_dict"]
 

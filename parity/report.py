@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.catalog import get_weights_record
 from parity.compare import BACKEND_MODES, LOGIT_RTOL, MODES, ParityReport
-from parity.config import PRESETS
+from parity.core.catalog import get_weights_record
+from parity.core.config import PRESETS
 
 __all__ = ["main", "parse_size", "run_report"]
 
@@ -244,7 +244,7 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vgg_keras.weights import write_atomic
+    from parity.core.atomic import write_atomic
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
     rows = list(dict.fromkeys((str(c["backend"]), str(c["mode"])) for c in cases))
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     formats = list(dict.fromkeys(args.data_formats))
     if args.cases_json is not None:  # a child of run_on_backends
         cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)  # imports torch first
-        from vgg_keras.weights import write_atomic
+        from parity.core.atomic import write_atomic
 
         write_atomic(args.cases_json, json.dumps(cases))
         return 0 if all(c["passed"] for c in cases) else 1
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)
     table = format_table(cases)
     print(table)
-    from vgg_keras.weights import write_atomic
+    from parity.core.atomic import write_atomic
 
     versions = {}
     for package in ("torch", "torchvision", "tensorflow", "keras", "jax", "jaxlib", "numpy"):

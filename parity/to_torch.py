@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parity.config import VGGConfig, get_config, layer_plan
-from parity.converter import ConversionError, keras_to_state_dict, weight_map
+from parity.converter import keras_to_state_dict, weight_map
+from parity.core.config import VGGConfig, get_config, layer_plan
+from parity.core.errors import ConversionError
 
 if TYPE_CHECKING:
-    from parity.convert import ConvertResult
+    from parity.conversion import ConvertResult
 
 __all__ = ["TORCH_SUFFIXES", "convert_to_torch", "keras_file_arrays", "torch_state_dict_from_keras"]
 
@@ -104,7 +105,7 @@ def torch_state_dict_from_keras(arrays: Mapping[str, list[np.ndarray]], config: 
 
 
 def _check_output(path: Path, force: bool) -> Path:
-    from parity.convert import UsageError
+    from parity.conversion import UsageError
 
     shown = f"output={str(path)!r}"
     if path.is_dir():
@@ -174,23 +175,23 @@ def convert_to_torch(
         quiet: No progress messages.
 
     Returns:
-        A :class:`parity.convert.ConvertResult`; ``passed`` is ``False`` (and
+        A :class:`parity.conversion.ConvertResult`; ``passed`` is ``False`` (and
         nothing written) on a parity failure.
 
     Raises:
         UsageError, ConversionError: On bad input; nothing is written.
     """
-    from parity.convert import (
+    from parity.conversion import (
         ConvertResult,
         UsageError,
-        _abort_if_interrupted,
         _check_report,
         _import_frameworks,
         _log,
         verification_batch,
         verify_file,
     )
-    from parity.errors import first_line
+    from parity.core.errors import first_line
+    from parity.interrupts import abort_if_interrupted
 
     base = get_config(arch)
     source = Path(keras_weights).expanduser()
@@ -223,7 +224,7 @@ def convert_to_torch(
     except ConversionError as e:
         raise ConversionError(f"{str(e).rstrip('.')}. Received: {shown} with {len(arrays)} layers") from None
     del arrays
-    _abort_if_interrupted()
+    abort_if_interrupted()
 
     verification: dict[str, object] | None = None
     passed = True
@@ -235,17 +236,17 @@ def convert_to_torch(
         reference = torch_forward(_torchvision_reference(state, arch, config, include_top), x, include_top)  # type: ignore[arg-type]
         verification, passed = verify_file(source, config, reference, x, include_top)
         _log(str(verification["table"]), quiet)
-        _abort_if_interrupted()
-    from vgg_keras.weights import write_atomic
+        abort_if_interrupted()
+    from parity.core.atomic import write_atomic
 
     if report_path is not None:
         data = {"arch": arch, "direction": "keras-to-torch", "source": os.fspath(source.resolve()), "verification": verification, "passed": passed}
-        write_atomic(report_path, json.dumps(data, indent=2, default=str) + "\n", before_commit=_abort_if_interrupted)
+        write_atomic(report_path, json.dumps(data, indent=2, default=str) + "\n", before_commit=abort_if_interrupted)
     if not passed:
         _log(f"Parity check FAILED: {out_path} not written.", False)
         return ConvertResult(None, verification, False)
     try:
-        write_atomic(out_path, _serialize(state, out_path.suffix), before_commit=_abort_if_interrupted)
+        write_atomic(out_path, _serialize(state, out_path.suffix), before_commit=abort_if_interrupted)
     except OSError as e:
         if report_path is not None:
             report_path.unlink(missing_ok=True)

@@ -52,8 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from parity.cifar import CifarData, CifarError, load_cifar10, normalize
-from parity.config import PRESETS, RECIPES, VGGConfig, get_named_config
-from parity.errors import first_line, os_reason
+from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config
+from parity.core.errors import first_line, os_reason
 
 __all__ = ["FRAMEWORKS", "OUTPUT_FILES", "Recipe", "cpu_name", "cross_entropy", "main", "train"]
 
@@ -462,7 +462,8 @@ def write_outputs(
     Returns:
         The paths written.
     """
-    from vgg_keras.weights import stage_converted_weights, write_atomic
+    from parity.core.atomic import write_atomic
+    from parity.core.weights_file import stage_converted_weights
 
     written = []
     versions = _versions(list(trainers))

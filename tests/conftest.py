@@ -25,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from parity.config import VGGConfig  # noqa: E402
+from parity.core.config import VGGConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from torch import nn
 import vgg_keras
 import vgg_torch
 from parity.compare import LOGIT_RTOL, build_pair, compare_outputs, keras_forward, torch_forward
-from parity.config import PRESETS, RECIPES, VGGConfig, get_named_config, layer_plan
+from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config, layer_plan
 from parity.random_weights import randomized_state_dict
 
 #: The recipe's feature list, as the classic small-image VGG16 writes it.

@@ -26,12 +26,12 @@ import torch
 import torchvision
 
 import parity.export as export_mod
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from parity.convert import verification_batch
 from parity.converter import write_keras_weights
 from parity.export import TOLERANCES, build_export_model, export, main, photo_batch, run_artifact
 from parity.random_weights import randomized_state_dict
-from vgg_keras.weights import stage_converted_weights
+from parity.core.weights_file import stage_converted_weights
 
 ARCH = "vgg11_bn"
 SIZE = 32

@@ -20,7 +20,7 @@ import torch.fx
 
 import vgg_keras
 import vgg_torch
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from tests.conftest import TINY_CONFIGS, run_python
 
 #: The same model with the same weights on the same machine, reloaded or
@@ -109,7 +109,7 @@ def test_keras_json_and_clone_with_copied_weights(full: bool, data_format: str) 
 def _torch_models(full: bool) -> dict[str, tuple[torch.nn.Module, int]]:
     """(model, input size): the tiny configs at 32 px; with ``full``, the eight presets at 32 px.
 
-    The quick tier's preset runs TorchScript and FX in tests/test_upstream_torchvision_models.py.
+    The quick tier's preset runs TorchScript and FX in tests/vgg_torch/test_upstream_torchvision_models.py.
     """
     torch.manual_seed(0)
     if full:

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from parity.cifar import digits_as_cifar, write_binary_folder
-from parity.config import RECIPES, VGGConfig
+from parity.core.config import RECIPES, VGGConfig
 from parity.train import OUTPUT_FILES, Recipe, main, train
 from tests.conftest import ROOT, run_python
 

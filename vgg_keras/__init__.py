@@ -2,12 +2,12 @@
 
 ``vgg_keras.VGG16(weights="converted")`` and the other seven presets take
 keras.applications' arguments; :func:`build_vgg` builds any
-:class:`parity.config.VGGConfig`. Importing this package never imports torch.
+:class:`parity.core.config.VGGConfig`. Importing this package never imports torch.
 """
 
 from __future__ import annotations
 
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from vgg_keras.model import build_vgg, preset_builder
 from vgg_keras.preprocessing import (
     ImageClassificationPreprocessor,

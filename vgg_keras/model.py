@@ -1,4 +1,4 @@
-"""Keras 3 VGG built from a :class:`parity.config.VGGConfig`.
+"""Keras 3 VGG built from a :class:`parity.core.config.VGGConfig`.
 
 Layer names follow keras.applications (``block{b}_conv{i}``, ``block{b}_pool``,
 ``flatten``, ``fc1``, ``fc2``, ``predictions``); batch-norm variants add
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import keras
 
-from parity.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
+from parity.core.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
 from vgg_keras.initializers import (
     KaimingNormalFanOut,
     TorchLinearNormal,
@@ -66,7 +66,7 @@ def build_vgg(
             ``.weights.h5`` file written by ``python -m parity.convert``. A
             file for 3 input channels loads into a model with another
             ``config.in_channels``: its first kernel is adapted with
-            :func:`parity.layouts.adapt_input_channels`.
+            :func:`parity.core.layouts.adapt_input_channels`.
         input_tensor: Optional Keras tensor to use as the model's input.
         input_shape: Input shape without the batch axis, in the current
             ``keras.config.image_data_format()``; spatial sizes may be ``None``,
@@ -320,7 +320,7 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
         input_shape: Input shape without the batch axis; defaults to ``(None, None, 3)``.
             Any channel count works, as in keras.applications; with
             converted weights the 3-channel first kernel is adapted
-            (:func:`parity.layouts.adapt_input_channels`).
+            (:func:`parity.core.layouts.adapt_input_channels`).
         pooling: With ``include_top=False``: ``None``, ``"avg"`` or ``"max"``.
         classes: Number of classes; must be 1000 with converted ImageNet weights.
         classifier_activation: Activation of ``predictions``; ``None`` for logits.
@@ -338,7 +338,7 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
     """Returns the keras.applications-style builder of one torchvision preset.
 
     Args:
-        arch: A :data:`parity.config.PRESETS` name.
+        arch: A :data:`parity.core.config.PRESETS` name.
 
     Returns:
         A function with keras.applications' VGG signature.
@@ -373,7 +373,7 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
             name=name,
         )
 
-    from parity.catalog import WEIGHTS
+    from parity.core.catalog import WEIGHTS
 
     title = arch.upper().replace("_BN", " with batch norm")
     builder.__name__ = builder.__qualname__ = arch.upper()

@@ -6,7 +6,7 @@ torchvision's VGG weights expect the ``ImageClassification`` preset that
 normalize with the weights' mean and standard deviation. This module rebuilds
 that pipeline (TensorFlow ops on that backend and in ``tf.data``, ``keras.ops``
 on JAX and torch; see :mod:`vgg_keras.resize_crop`), from the same facts
-(:class:`parity.catalog.Transforms`) the weight converter uses:
+(:class:`parity.core.catalog.Transforms`) the weight converter uses:
 
 * :func:`preprocess_input` normalizes images that already have the model's
   size, like ``keras.applications.vgg16.preprocess_input`` but with
@@ -31,7 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from parity.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
+from parity.core.catalog import DEFAULT_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, get_weights_record
 from vgg_keras import resize_crop
 from vgg_keras.labels import decode_predictions, imagenet_class_names
 
@@ -301,7 +301,7 @@ def preprocessor_for(
     """Builds the preprocessing layer that a set of published weights expects.
 
     Reads the sizes and statistics from the weights' record in
-    :mod:`parity.catalog`, i.e. what torchvision's
+    :mod:`parity.core.catalog`, i.e. what torchvision's
     ``VGG16_Weights.IMAGENET1K_V1.transforms()`` (etc.) does.
 
     Args:

@@ -1,4 +1,4 @@
-"""Keras builders of the training recipes in :data:`parity.config.RECIPES`."""
+"""Keras builders of the training recipes in :data:`parity.core.config.RECIPES`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import keras
 
-from parity.config import RECIPES
+from parity.core.config import RECIPES
 from vgg_keras.model import build_vgg
 
 __all__ = ["CIFAR10_VGG16"]

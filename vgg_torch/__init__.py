@@ -3,12 +3,12 @@
 ``vgg_torch.vgg16(*, weights=None, progress=True, **kwargs)`` and the other
 seven builders have torchvision's signature (and accept its weights enums and
 their names); their models' ``state_dict()`` equals torchvision's key for key.
-:func:`build_vgg` builds any :class:`parity.config.VGGConfig`.
+:func:`build_vgg` builds any :class:`parity.core.config.VGGConfig`.
 """
 
 from __future__ import annotations
 
-from parity.config import PRESETS, VGGConfig
+from parity.core.config import PRESETS, VGGConfig
 from vgg_torch.builders import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from vgg_torch.model import VGG, build_vgg
 from vgg_torch.recipes import cifar10_vgg16

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from parity.config import PRESETS
+from parity.core.config import PRESETS
 from vgg_torch.model import VGG, build_vgg
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def make_builder(arch: str) -> Callable[..., VGG]:
     """Makes torchvision's builder function of one preset.
 
     Args:
-        arch: A :data:`parity.config.PRESETS` name, e.g. ``"vgg16_bn"``.
+        arch: A :data:`parity.core.config.PRESETS` name, e.g. ``"vgg16_bn"``.
 
     Returns:
         A function named ``arch``, defined in this module, with torchvision's

@@ -1,4 +1,4 @@
-"""PyTorch VGG built from a :class:`parity.config.VGGConfig`.
+"""PyTorch VGG built from a :class:`parity.core.config.VGGConfig`.
 
 The module tree mirrors torchvision's ``VGG`` exactly (``features``, ``avgpool``,
 ``classifier``, with the same ``nn.Sequential`` indices), so ``state_dict()``
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from parity.config import VGGConfig, layer_plan
+from parity.core.config import VGGConfig, layer_plan
 
 __all__ = ["VGG", "build_vgg"]
 

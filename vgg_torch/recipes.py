@@ -1,8 +1,8 @@
-"""PyTorch builders of the training recipes in :data:`parity.config.RECIPES`."""
+"""PyTorch builders of the training recipes in :data:`parity.core.config.RECIPES`."""
 
 from __future__ import annotations
 
-from parity.config import RECIPES
+from parity.core.config import RECIPES
 from vgg_torch.model import VGG, build_vgg
 
 __all__ = ["cifar10_vgg16"]

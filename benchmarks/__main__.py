@@ -1,0 +1,60 @@
+"""``python -m benchmarks``: every benchmark in turn, or the list of them.
+
+One module per measured question, each runnable alone (``--help`` for its
+options, ``--quick`` for a smoke run, ``--out FILE`` to keep every sample):
+
+- ``python -m benchmarks.inference_speed``: images/s of vgg_keras (direct,
+  ``predict``, XLA) against torchvision eager, and vgg_keras' head against
+  keras.applications', in interleaved rounds (~9 min on 2 cores).
+- ``python -m benchmarks.conversion_memory``: wall time and peak RSS of
+  ``python -m parity.convert vgg16`` against the import footprint, a bare
+  floor and the Keras route, with per-phase traces (~4 min).
+- ``python -m benchmarks.cold_load``: a fresh process to vgg16's first logits,
+  vgg_keras against keras.applications (~1 min).
+
+Shared machinery: :mod:`benchmarks.harness` (timing, rounds, load recording,
+child processes, statistics, tables), :mod:`benchmarks.cpu` (CPU name and
+peak), :mod:`benchmarks.workers` (the throughput worker processes).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from benchmarks import cold_load, conversion_memory, inference_speed
+
+BENCHMARKS = {
+    "inference_speed": inference_speed.main,
+    "conversion_memory": conversion_memory.main,
+    "cold_load": cold_load.main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs every benchmark (``--quick`` passes on), or lists them with ``--list``.
+
+    Args:
+        argv: ``[--list] [--quick]``.
+
+    Returns:
+        Exit code: the first non-zero one of the benchmarks, else 0.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--list" in args or "-h" in args or "--help" in args:
+        print(__doc__)
+        return 0
+    unknown = [a for a in args if a != "--quick"]
+    if unknown:
+        print(f"error: python -m benchmarks takes --quick or --list; run a module for its options. Received: {' '.join(unknown)}", file=sys.stderr)
+        return 2
+    for name, run in BENCHMARKS.items():
+        print(f"## {name}\n", flush=True)
+        code = run(args)
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""What does converting vgg16 cost, in time and peak memory, against the floor and the Keras route?
+
+``python -m parity.convert vgg16``: wall time and peak RSS, with and without
+verification, from ``--init random`` and from a ``.pth`` checkpoint, against
+the import footprint of torch, torchvision and Keras, a bare floor (load a
+``.pth`` and write its tensors to HDF5 as they are) and the Keras route (load,
+build the Keras model, assign, ``save_weights``). Every measured process is a
+child of this one, so its peak is its own ``ru_maxrss``. The full run also
+traces the CLI's phases in-process (RSS after each, peak within each).
+
+Run from the repository root::
+
+    uv run python -m benchmarks.conversion_memory            # 2 runs of each command, phase traces
+    uv run python -m benchmarks.conversion_memory --quick    # 1 run of each, no traces
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import MIB, ChildRun, base_parser, rng, run, run_child, say, summarize
+
+__all__ = ["main", "run_conversion"]
+
+
+def _child_floor(pth: str, out: str) -> None:
+    """The floor of any conversion: load a .pth and write its tensors to HDF5 as they are (no layout change)."""
+    import h5py
+    import torch
+    import torchvision  # noqa: F401  (the same imports as the converter, torch first)
+
+    import keras  # noqa: F401
+
+    state = torch.load(pth, map_location="cpu", weights_only=True)
+    with h5py.File(out, "w") as f:
+        for key, tensor in state.items():
+            f[key] = tensor.numpy()
+
+
+def _child_keras_route(pth: str, out: str) -> None:
+    """Conversion through a Keras model: load a .pth, build the model, assign, ``save_weights``; no checks."""
+    import torch
+    import torchvision  # noqa: F401  (the same imports as the converter, torch first)
+
+    import keras  # noqa: F401
+
+    import vgg_keras
+    from parity.core.config import PRESETS
+    from parity.converter import weight_map
+
+    state = torch.load(pth, map_location="cpu", weights_only=True)
+    config = PRESETS["vgg16"]
+    model = vgg_keras.build_vgg(config, classifier_activation=None)
+    layers = {layer.name: layer for layer in model.layers}
+    for m in weight_map(config):
+        layers[m.keras_layer].weights[m.keras_index].assign(m.transform(state[m.torch_key].numpy()))
+    model.save_weights(out)
+
+
+def _child_trace_convert(cli_args: list[str]) -> None:
+    """Runs ``parity.convert`` in-process, reporting RSS and peak RSS per phase.
+
+    The peak is reset (``/proc/self/clear_refs``) before each phase, so each
+    phase's own high-water mark is seen. Phases whose function has been renamed
+    are simply not reported.
+    """
+    import functools
+
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    import keras  # noqa: F401
+
+    import parity.conversion as pc
+    import parity.convert as cli
+    import parity.converter as pconv
+    import parity.core.weights_file as wf
+
+    def status() -> dict[str, float]:
+        """VmRSS and VmHWM of this process in MiB."""
+        d = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    d[line.split(":")[0]] = int(line.split()[1]) / 1024
+        return d
+
+    phases: list[dict[str, Any]] = [{"phase": "imports", "rss_mib": status()["VmRSS"], "peak_mib": status()["VmHWM"], "s": 0.0}]
+
+    def wrap(module: Any, name: str) -> None:
+        """Replaces ``module.name`` by a version that records RSS and peak RSS."""
+        f = getattr(module, name, None)
+        if f is None:
+            return
+
+        @functools.wraps(f)
+        def traced(*a: Any, **k: Any) -> Any:
+            """The wrapped phase."""
+            try:
+                with open("/proc/self/clear_refs", "w") as cr:
+                    cr.write("5")
+            except OSError:
+                pass
+            t = time.perf_counter()
+            result = f(*a, **k)
+            s = status()
+            phases.append({"phase": name, "rss_mib": s["VmRSS"], "peak_mib": s["VmHWM"], "s": time.perf_counter() - t})
+            return result
+
+        setattr(module, name, traced)
+
+    for module, name in [
+        (pc, "_random_state_dict"),
+        (pc, "load_checkpoint"),
+        (pconv, "write_keras_weights"),
+        (pc, "torch_reference"),
+        (pc, "verify_file"),
+        (wf.StagedWeights, "commit"),
+    ]:
+        wrap(module, name)
+    code = cli.main(cli_args)
+    print(json.dumps({"returncode": code, "phases": phases}))
+    if code:
+        raise SystemExit(code)
+
+
+
+def _child_main(argv: list[str]) -> None:
+    """Entry point of the single-purpose children (``--child NAME ARGS...``)."""
+    name, rest = argv[0], argv[1:]
+    if name == "imports":
+        if "torch" in rest:
+            import torch  # noqa: F401
+            import torchvision  # noqa: F401
+        import keras  # noqa: F401
+
+        import vgg_keras  # noqa: F401
+    elif name == "make-pth":
+        import torch
+        import torchvision
+
+        torch.manual_seed(0)
+        torch.save(torchvision.models.vgg16().state_dict(), rest[0])
+    elif name == "floor":
+        _child_floor(rest[0], rest[1])
+    elif name == "keras-route":
+        _child_keras_route(rest[0], rest[1])
+    elif name == "trace-convert":
+        _child_trace_convert(rest)
+    else:
+        raise SystemExit(f"unknown child {name!r}")
+
+
+def run_conversion(args: argparse.Namespace, env: dict[str, str], workdir: Path, cores: int) -> dict[str, Any]:
+    """Conversion cost: every command in alternating order, then (not quick) the phase traces.
+
+    Args:
+        args: Parsed command line.
+        env: Environment of the children.
+        workdir: Folder for the files made and the logs.
+        cores: CPUs of the machine.
+
+    Returns:
+        Runs, summaries and file sizes.
+    """
+    py = sys.executable
+    me = str(Path(__file__).resolve())
+    cwd = args.project_root
+    pth = workdir / "vgg16_random.pth"
+    converted = workdir / "vgg16_cli.weights.h5"
+
+    def child(label: str, argv: list[str]) -> ChildRun:
+        """Runs and logs one measured child."""
+        run = run_child(label, argv, env, cwd, workdir / f"{label.replace(' ', '_').replace('/', '_')}.log", cores)
+        say(f"  {label:<40} {run.wall_s:6.1f} s  peak RSS {run.peak_mib:7.0f} MiB  (others' CPU {run.others_share:.0%})")
+        return run
+
+    say("  preparing files")
+    child("make .pth", [py, me, "--child", "make-pth", str(pth)])
+    cli = [py, "-m", "parity.convert", "vgg16", "--init", "random", "--seed", "0", "--force", "--quiet", "--output"]
+    commands: dict[str, list[str]] = {
+        "imports torch+torchvision+keras": [py, me, "--child", "imports", "torch"],
+        "imports keras": [py, me, "--child", "imports"],
+        "CLI --init random --no-verify": [*cli, str(converted), "--no-verify"],
+        "CLI --init random (verify)": [*cli, str(workdir / "vgg16_cli_verified.weights.h5")],
+        "CLI --checkpoint .pth --no-verify": [
+            py, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force", "--quiet",
+            "--output", str(workdir / "vgg16_ckpt.weights.h5"),
+        ],
+        "floor: load .pth, write its tensors to HDF5": [py, me, "--child", "floor", str(pth), str(workdir / "vgg16_floor.h5")],
+        "Keras route: load .pth, build, assign, save_weights": [
+            py, me, "--child", "keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5"),
+        ],
+    }
+    runs: dict[str, list[ChildRun]] = {k: [] for k in commands}
+    names = list(commands)
+    for r in range(args.conversion_repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            runs[name].append(child(name, commands[name]))
+    trace: dict[str, list[dict[str, Any]]] = {}
+    if not args.quick:
+        for label, extra in [("--no-verify", ["--no-verify"]), ("verifying", [])]:
+            t = child(f"phase trace of the CLI ({label})", [py, me, "--child", "trace-convert", "vgg16", "--init", "random",
+                                                            *extra, "--force", "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")])
+            trace[label] = json.loads(t.stdout.strip().splitlines()[-1])["phases"]
+
+    checkpoint_mib = pth.stat().st_size / MIB
+    base_torch = statistics.median(r.peak_mib for r in runs["imports torch+torchvision+keras"])
+    base_keras = statistics.median(r.peak_mib for r in runs["imports keras"])
+    conv_rows = []
+    for name, rs in runs.items():
+        peak = statistics.median(r.peak_mib for r in rs)
+        row = {
+            "run": name,
+            "wall_s": summarize([r.wall_s for r in rs]),
+            "peak_mib": peak,
+            "peak_max_mib": max(r.peak_mib for r in rs),
+            "others_share": statistics.median(r.others_share for r in rs),
+        }
+        if not name.startswith("imports"):
+            row["above_imports_mib"] = peak - base_torch
+            row["x_checkpoint"] = (peak - base_torch) / checkpoint_mib
+        conv_rows.append(row)
+    return {
+        "checkpoint_mib": checkpoint_mib,
+        "files_mib": {p.name: p.stat().st_size / MIB for p in (pth, converted) if p.exists()},
+        "imports_peak_mib": {"torch+torchvision+keras": base_torch, "keras": base_keras},
+        "conversion": conv_rows,
+        "conversion_runs": {k: [asdict(r) for r in v] for k, v in runs.items()},
+        "trace": trace,
+    }
+
+
+
+def render(results: dict[str, Any]) -> list[str]:
+    """The conversion table and phase traces as markdown lines."""
+    out: list[str] = []
+    cc = results.get("conversion")
+    if cc:
+        out.append(f"Conversion of vgg16 (checkpoint {cc['checkpoint_mib']:.0f} MiB); peak RSS of the process, "
+                   f"'above imports' subtracts the import footprint of torch+torchvision+keras+vgg_keras "
+                   f"({cc['imports_peak_mib']['torch+torchvision+keras']:.0f} MiB).")
+        out.append("")
+        out.append("| run | wall s | peak RSS MiB | above imports MiB | x checkpoint | others |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for row in cc["conversion"]:
+            above = f"{row['above_imports_mib']:.0f}" if "above_imports_mib" in row else "-"
+            mult = f"{row['x_checkpoint']:.2f}" if "x_checkpoint" in row else "-"
+            out.append(f"| {row['run']} | {rng(row['wall_s'], '.1f')} | {row['peak_mib']:.0f} | {above} | {mult} | {row['others_share']:.0%} |")
+        out.append("")
+        for label, phases in (cc.get("trace") or {}).items():
+            out.append(f"Phases of `python -m parity.convert vgg16 --init random` ({label}; RSS after the phase; peak within it):")
+            out.append("")
+            out.append("| phase | s | RSS after MiB | peak in phase MiB |")
+            out.append("|---|---:|---:|---:|")
+            for p in phases:
+                out.append(f"| {p['phase']} | {p['s']:.1f} | {p['rss_mib']:.0f} | {p['peak_mib']:.0f} |")
+            out.append("")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the conversions and prints the report.
+
+    Args:
+        argv: Arguments without the program name.
+
+    Returns:
+        Exit code.
+    """
+    p = base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--conversion-repeats", type=int, help="runs of each conversion process (default 2; quick 1)")
+    args = p.parse_args(argv)
+    args.conversion_repeats = args.conversion_repeats or (1 if args.quick else 2)
+    return run(args, {"conversion": lambda a, env, wd, peak, fma: run_conversion(a, env, wd, peak["cores"])}, render)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child_main(sys.argv[2:])
+    else:
+        sys.exit(main())

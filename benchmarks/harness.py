@@ -1,0 +1,301 @@
+"""What every benchmark shares: timing, rounds, load recording, child processes, statistics, the command line, tables.
+
+Each benchmark module (``inference_speed``, ``conversion_memory``,
+``cold_load``) answers one question and calls :func:`run` with its own
+measurement and table. A sample records the CPU other processes used
+meanwhile (``/proc/stat`` minus the sample's own CPU time), because on a
+shared machine that is the main source of noise; a measured child process's
+peak memory is its own ``ru_maxrss`` (from ``os.wait4``).
+
+torch and TensorFlow never share a worker; the children that need both (the
+conversions) import torch and torchvision first, as importing torchvision after
+TensorFlow crashes the interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.cpu import SIZE, cpu_peak, measure_fma_peak, read_cpuinfo  # noqa: E402  (after the path is set)
+
+__all__ = ["MIB", "QUIET_SHARE", "SIZE", "ChildRun", "base_parser", "run", "run_child", "say", "summarize", "timed"]
+
+MIB = 1024 * 1024
+#: A sample is "quiet" when other processes used less than this share of all cores meanwhile.
+QUIET_SHARE = 0.15
+
+#: One benchmark's work: (args, env, workdir, peak, fma) -> its results.
+Measure = Callable[[argparse.Namespace, dict[str, str], Path, dict[str, Any], "dict[str, Any] | None"], dict[str, Any]]
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (``/proc/stat``).
+
+    Returns:
+        user + nice + system + irq + softirq + steal, in seconds; 0 if unreadable.
+    """
+    try:
+        with open("/proc/stat") as f:
+            parts = f.readline().split()
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in parts[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(cores: int, max_wait_s: float, window_s: float = 0.25) -> float:
+    """Waits until other processes use less than ``QUIET_SHARE`` of the machine.
+
+    Call it while this process and its workers are idle: all CPU use seen in
+    ``/proc/stat`` during a window is then someone else's.
+
+    Args:
+        cores: CPUs of the machine.
+        max_wait_s: Give up after this long.
+        window_s: Length of each probe.
+
+    Returns:
+        Seconds waited.
+    """
+    t0 = time.perf_counter()
+    while True:
+        busy0 = system_busy_seconds()
+        time.sleep(window_s)
+        if (system_busy_seconds() - busy0) / (window_s * cores) < QUIET_SHARE:
+            break
+        if time.perf_counter() - t0 >= max_wait_s:
+            break
+    return time.perf_counter() - t0
+
+
+def timed(fn: Callable[[], object], calls: int) -> dict[str, float]:
+    """Runs ``fn`` ``calls`` times; wall, own CPU, others' CPU and page faults.
+
+    Args:
+        fn: The work of one call.
+        calls: How many calls make the sample.
+
+    Returns:
+        ``{"wall", "cpu", "others_cpu", "minflt"}``; ``others_cpu`` is the CPU
+        time other processes took meanwhile.
+    """
+    busy0 = system_busy_seconds()
+    cpu0 = time.process_time()
+    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
+    others = max(0.0, system_busy_seconds() - busy0 - cpu)
+    return {"wall": wall, "cpu": cpu, "others_cpu": others, "minflt": float(flt)}
+
+
+def is_quiet(sample: dict[str, float], cores: int) -> bool:
+    """Whether other processes left this sample (nearly) the whole machine."""
+    return sample["others_cpu"] / (sample["wall"] * cores) < QUIET_SHARE
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles and range of a sample.
+
+    Args:
+        values: At least one number.
+
+    Returns:
+        ``{"median", "q1", "q3", "min", "max", "n"}``.
+    """
+    v = sorted(values)
+    if len(v) >= 2:
+        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
+    else:
+        q1 = q3 = v[0]
+    return {"median": statistics.median(v), "q1": q1, "q3": q3, "min": v[0], "max": v[-1], "n": len(v)}
+
+
+def rng(s: dict[str, float], fmt: str = ".2f") -> str:
+    """``median (min–max)`` of a :func:`summarize` result."""
+    return f"{s['median']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
+
+
+@dataclass
+class ChildRun:
+    """One measured child process.
+
+    Attributes:
+        label: Name in tables.
+        wall_s: Wall time from spawn to exit.
+        peak_mib: The child's peak RSS (``ru_maxrss``).
+        cpu_s: The child's user + system CPU time.
+        others_share: CPU other processes used meanwhile, as a share of all cores.
+        stdout: What it printed.
+    """
+
+    label: str
+    wall_s: float
+    peak_mib: float
+    cpu_s: float
+    others_share: float
+    stdout: str = ""
+
+
+def run_child(label: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path, cores: int) -> ChildRun:
+    """Runs one child to completion and takes its own resource usage.
+
+    ``os.wait4`` returns the usage of exactly that child, so the peak RSS is
+    its own, not the maximum over earlier children.
+
+    Args:
+        label: Name in tables.
+        argv: Command line.
+        env: Environment.
+        cwd: Working directory.
+        log: File receiving the child's stderr.
+        cores: CPUs of the machine, to express others' CPU as a share.
+
+    Returns:
+        The measurements.
+
+    Raises:
+        RuntimeError: If the child fails.
+    """
+    with open(log, "wb") as err, tempfile.TemporaryFile() as out:
+        busy0 = system_busy_seconds()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        busy = system_busy_seconds() - busy0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read().decode(errors="replace")
+    cpu = usage.ru_utime + usage.ru_stime
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{label} failed (exit code {proc.returncode}): {' '.join(argv)}\n{tail}")
+    return ChildRun(label, wall, usage.ru_maxrss / 1024, cpu, max(0.0, busy - cpu) / (wall * cores), stdout)
+
+
+def rss_mib() -> float:
+    """Current RSS of this process in MiB (0 where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def say(msg: str) -> None:
+    """Progress message on stderr (stdout carries the report)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cpu_lines(results: dict[str, Any]) -> list[str]:
+    """The report's first lines: the CPU, its theoretical peak and its measured FMA rate."""
+    out: list[str] = []
+    peak = results["peak"]
+    out.append(f"CPU: {peak['cpu']}, {peak['cores']} cores{' (virtual machine)' if peak['hypervisor'] else ''}; "
+               f"peak {peak['gflops']:.0f} GFLOP/s fp32 = {peak['cores']} cores x {peak['ghz']:.3f} GHz ({peak['ghz_source']}) "
+               f"x {peak['flops_per_cycle']} FLOP/cycle ({peak['reason']}).")
+    fma = results.get("fma")
+    if fma:
+        out.append(f"Measured ({fma['isa']} FMA chains in registers, {fma['note']}): {fma['per_core_gflops']:.0f} GFLOP/s on one core "
+                   f"(= {fma['per_core_gflops'] / peak['flops_per_cycle']:.2f} GHz x {peak['flops_per_cycle']} FLOP/cycle), "
+                   f"{fma['all_cores_gflops']:.0f} GFLOP/s with one copy per core.")
+    out.append("")
+    return out
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short smoke run")
+    p.add_argument("--out", type=Path, help="write all results and raw samples to this JSON file")
+    p.add_argument("--quiet-wait", type=float, default=8.0, help="before each sample, wait up to this long for other processes to go quiet (default 8)")
+    p.add_argument("--quiet-budget", type=float, help="total seconds all such waits may take (default 150; quick 0)")
+    p.add_argument("--ghz", type=float, help="clock for the peak (default: cpu MHz from /proc/cpuinfo)")
+    p.add_argument("--flops-per-cycle", type=int, help="fp32 FLOPs per cycle per core for the peak (default: derived from the CPU)")
+    p.add_argument("--project-root", type=Path, default=ROOT, help="checkout whose parity/vgg_keras the children run (default: this one)")
+    p.add_argument("--workdir", type=Path, help="keep files and logs here (default: a temporary folder, removed)")
+    return p
+
+
+def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable[[dict[str, Any]], list[str]]) -> int:
+    """Measures the CPU, runs each section, prints the report and saves the results.
+
+    Args:
+        args: Parsed command line (:func:`base_parser` and the benchmark's own options).
+        sections: Result key -> the measurement that fills it.
+        render: Results -> the report's lines after the CPU's.
+
+    Returns:
+        Exit code.
+    """
+    args.quiet_budget = args.quiet_budget if args.quiet_budget is not None else (0.0 if args.quick else 150.0)
+    args.project_root = args.project_root.resolve()
+    cpu = read_cpuinfo()
+    peak = cpu_peak(cpu, args.ghz, args.flops_per_cycle)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(args.project_root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    results: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "peak": peak,
+        "python": sys.version.split()[0],
+        "load_average_start": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    started = time.perf_counter()
+    tmp = None
+    if args.workdir:
+        workdir = args.workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="vgg-bench-")
+        workdir = Path(tmp.name)
+    env["KERAS_HOME"] = str(workdir / "keras_home")
+    try:
+        say("FMA throughput check")
+        results["fma"] = fma = measure_fma_peak(workdir, peak["cores"])
+        for key, measure in sections.items():
+            say(key)
+            results[key] = measure(args, env, workdir, peak, fma)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    results["elapsed_s"] = time.perf_counter() - started
+    results["load_average_end"] = os.getloadavg()
+    report = "\n".join(cpu_lines(results) + render(results))
+    print(report)
+    print(f"Total {results['elapsed_s'] / 60:.1f} min; load average {results['load_average_start'][0]:.2f} at start, "
+          f"{results['load_average_end'][0]:.2f} at end.")
+    if args.out:
+        results["report"] = report
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        say(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,337 @@
+"""How fast is vgg_keras at inference against torchvision, and its head against keras.applications'?
+
+Throughput (images/s) of vgg16 and vgg11_bn at 224x224, batch 1 and 8:
+torchvision eager (``torch.no_grad``, eval mode) against vgg_keras called
+directly, through ``model.predict`` and compiled with XLA
+(``tf.function(jit_compile=True)``); in the same rounds, vgg_keras' head
+(adaptive 7x7 average pool, dropout) against keras.applications' VGG16. Each
+framework lives in its own worker process (:mod:`benchmarks.workers`); the
+workers take turns in rounds (one sample of every cell per round, the order
+reversed every other round), so drift and load from other processes reach
+every cell alike. Ratios are taken per round, between samples measured
+seconds apart, then summarized.
+
+Run from the repository root::
+
+    uv run python -m benchmarks.inference_speed            # full run (~9 min on 2 cores)
+    uv run python -m benchmarks.inference_speed --quick    # smoke run
+    uv run python -m benchmarks.inference_speed --diagnose # threads, layout, allocator, oneDNN variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.cpu import model_macs
+from benchmarks.harness import QUIET_SHARE, SIZE, base_parser, is_quiet, rng, run, say, summarize, wait_for_quiet
+from benchmarks.workers import Worker, WorkerSpec
+
+__all__ = ["main", "run_throughput", "summarize_throughput"]
+
+MODELS = ("vgg16", "vgg11_bn")
+
+
+BATCHES = (1, 8)
+
+
+#: Keras paths measured for every (model, batch) cell.
+KERAS_PATHS = ("direct", "predict", "xla")
+
+
+#: The keras.applications comparison (section 4): model vgg16 only.
+APPS_PATHS = ("direct", "xla")
+
+
+def throughput_specs(diagnose: bool) -> list[WorkerSpec]:
+    """The workers of the throughput section.
+
+    Args:
+        diagnose: Whether to add the variants that explain the differences.
+
+    Returns:
+        Worker specs; the first is the torch baseline.
+    """
+    specs = [
+        WorkerSpec("torch eager", "torch", MODELS, ("eager",), baseline=True),
+        WorkerSpec("keras", "keras", (*MODELS, "apps_vgg16"), KERAS_PATHS + (("graph",) if diagnose else ())),
+    ]
+    if diagnose:
+        keep_heap = {"MALLOC_MMAP_THRESHOLD_": str(1 << 32), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
+        specs += [
+            WorkerSpec("torch eager, 1 thread", "torch", ("vgg16",), ("eager",), opts={"threads": 1}),
+            WorkerSpec("torch eager, channels_last", "torch", ("vgg16",), ("eager",), opts={"channels_last": True}),
+            WorkerSpec("torch eager, glibc heap kept", "torch", ("vgg16",), ("eager",), env=keep_heap),
+            WorkerSpec("torch eager, channels_last + heap kept", "torch", ("vgg16",), ("eager",), env=keep_heap, opts={"channels_last": True}),
+            WorkerSpec("keras, 1 thread", "keras", ("vgg16",), ("direct",), opts={"threads": 1}),
+            WorkerSpec("keras, oneDNN off", "keras", ("vgg16",), ("direct", "graph"), env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+        ]
+    return specs
+
+
+def _cells(specs: list[WorkerSpec], batches: Sequence[int]) -> list[tuple[int, str, int, str]]:
+    """Every (worker index, model, batch, path) measured once per round."""
+    cells = []
+    for model in MODELS:
+        for batch in batches:
+            for i, spec in enumerate(specs):
+                if model in spec.models:
+                    cells += [(i, model, batch, p) for p in spec.paths]
+                if model == "vgg16" and "apps_vgg16" in spec.models:
+                    cells += [(i, "apps_vgg16", batch, p) for p in APPS_PATHS]
+    return cells
+
+
+def run_throughput(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, peak: dict[str, Any], fma: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Interleaved throughput rounds across worker processes.
+
+    Args:
+        args: Parsed command line.
+        env: Environment of the workers.
+        workdir: Folder for worker logs.
+        peak: Output of :func:`benchmarks.cpu.cpu_peak`.
+        fma: Output of :func:`benchmarks.cpu.measure_fma_peak`, or ``None``.
+
+    Returns:
+        Worker info, warm-up figures, raw samples and per-cell summaries.
+    """
+    specs = throughput_specs(args.diagnose)
+    batches = tuple(args.batches)
+    workers: list[Worker] = []
+    try:
+        for i, spec in enumerate(specs):
+            t = time.perf_counter()
+            workers.append(Worker(spec, env, args.project_root, workdir / f"worker{i}.log"))
+            say(f"  started {spec.label} ({time.perf_counter() - t:.1f} s)")
+        cells = _cells(specs, batches)
+        prep: dict[str, dict[str, Any]] = {}
+        for i, model, batch, path in cells:
+            r = workers[i].request(op="prepare", model=model, batch=batch, path=path, target_s=args.target_seconds)
+            prep[_key(i, model, batch, path)] = r
+            say(f"  warm-up {specs[i].label:<38} {model:<10} b{batch} {path:<8} first call {r['first_call_s']:6.2f} s, then {r['warm_s']:.3f} s/batch")
+        samples: dict[str, list[dict[str, float]]] = {_key(*c): [] for c in cells}
+        budget = args.quiet_budget
+        waited = 0.0
+        gemm: dict[str, list[dict[str, float]]] = {s.label: [] for s in specs if s.kind in ("torch", "keras") and not s.opts and not s.env}
+        for r in range(args.rounds):
+            order = cells if r % 2 == 0 else cells[::-1]
+            t = time.perf_counter()
+            for i, model, batch, path in order:
+                key = _key(i, model, batch, path)
+                if budget - waited > 0:
+                    waited += wait_for_quiet(peak["cores"], min(args.quiet_wait, budget - waited))
+                samples[key].append(workers[i].request(op="measure", model=model, batch=batch, path=path, steps=prep[key]["steps"]))
+            for i, spec in enumerate(specs):
+                if spec.label in gemm:
+                    gemm[spec.label].append(workers[i].request(op="gemm", n=2048, reps=3))
+            quiet = sum(is_quiet(samples[_key(*c)][-1], peak["cores"]) for c in cells)
+            say(f"  round {r + 1}/{args.rounds} done in {time.perf_counter() - t:.0f} s, {quiet}/{len(cells)} samples quiet, "
+                 f"{waited:.0f} s of the {budget:.0f} s quiet-wait budget used (load avg {os.getloadavg()[0]:.2f})")
+    finally:
+        for w in workers:
+            w.close()
+    return {
+        "workers": [{"label": s.label, "env": s.env, "opts": s.opts, **w.hello["info"], "setup_s": w.hello["setup_s"]} for s, w in zip(specs, workers)],
+        "cells": [dict(zip(("worker", "model", "batch", "path"), (specs[c[0]].label, *c[1:]))) for c in cells],
+        "prepare": prep,
+        "samples": samples,
+        "gemm": {k: [asdict_safe(x) for x in v] for k, v in gemm.items()},
+        "quiet_wait_s": waited,
+        "summary": summarize_throughput(specs, cells, samples, gemm, peak, fma),
+    }
+
+
+def asdict_safe(x: dict[str, float]) -> dict[str, float]:
+    """A plain copy of one reply (without the protocol's ``ok`` flag)."""
+    return {k: v for k, v in x.items() if k != "ok"}
+
+
+def _key(i: int, model: str, batch: int, path: str) -> str:
+    """The dictionary key of one cell: worker index, model, batch, path."""
+    return f"{i}|{model}|{batch}|{path}"
+
+
+def summarize_throughput(
+    specs: list[WorkerSpec],
+    cells: list[tuple[int, str, int, str]],
+    samples: dict[str, list[dict[str, float]]],
+    gemm: dict[str, list[dict[str, float]]],
+    peak: dict[str, Any],
+    fma: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Images/s, ratios to torch (per round, then summarized) and peak fractions.
+
+    Besides the fraction of the theoretical peak, two contention-proof figures
+    come from the measured FMA rate: the fraction of the cores times one
+    core's measured rate, and the FLOP/s per CPU-second the worker actually got, as a fraction
+    of one core's measured peak (how well the kernels use the CPU time they get).
+
+    Args:
+        specs: The workers.
+        cells: The measured cells.
+        samples: Raw samples per cell key.
+        gemm: Matmul samples per worker label.
+        peak: Output of :func:`benchmarks.cpu.cpu_peak`.
+        fma: Output of :func:`benchmarks.cpu.measure_fma_peak`, or ``None``.
+
+    Returns:
+        ``{"rows": [...], "gemm": {...}}``.
+    """
+    base = next(i for i, s in enumerate(specs) if s.baseline)
+    rows = []
+    for i, model, batch, path in cells:
+        got = samples[_key(i, model, batch, path)]
+        rate = [s["images"] / s["wall"] for s in got]
+        arch = "vgg16" if model == "apps_vgg16" else model
+        gmac = model_macs(arch) / 1e9
+        row: dict[str, Any] = {
+            "worker": specs[i].label,
+            "model": model,
+            "batch": batch,
+            "path": path,
+            "images_per_s": summarize(rate),
+            "gmac_per_image": gmac,
+            "peak_fraction": statistics.median(rate) * 2 * gmac / peak["gflops"],
+            "cpu_per_wall": statistics.median(s["cpu"] / s["wall"] for s in got),
+            "gflops": statistics.median(rate) * 2 * gmac,
+            "others_share": statistics.median(s["others_cpu"] / (s["wall"] * peak["cores"]) for s in got),
+            "minflt_per_image": statistics.median(s["minflt"] / s["images"] for s in got),
+        }
+        if fma:
+            row["measured_peak_fraction"] = row["gflops"] / (fma["per_core_gflops"] * peak["cores"])
+            row["per_cpu_second_fraction"] = statistics.median(
+                (s["images"] * 2 * gmac / s["cpu"]) / fma["per_core_gflops"] for s in got if s["cpu"] > 0
+            )
+        quiet = [s["images"] / s["wall"] for s in got if is_quiet(s, peak["cores"])]
+        if quiet:
+            row["quiet_images_per_s"] = summarize(quiet)
+            row["quiet_peak_fraction"] = statistics.median(quiet) * 2 * gmac / peak["gflops"]
+        ref = samples.get(_key(base, arch, batch, "eager"))
+        if ref and i != base:
+            row["ratio_to_torch"] = summarize([r / (s["images"] / s["wall"]) for r, s in zip(rate, ref)])
+            pairs = [(m, s) for m, s in zip(got, ref) if is_quiet(m, peak["cores"]) and is_quiet(s, peak["cores"])]
+            if pairs:
+                row["quiet_ratio_to_torch"] = summarize([(m["images"] / m["wall"]) / (s["images"] / s["wall"]) for m, s in pairs])
+        if model == "apps_vgg16":
+            mine = samples.get(_key(i, "vgg16", batch, path))
+            if mine:
+                row["vgg_keras_over_apps"] = summarize([(m["images"] / m["wall"]) / r for m, r in zip(mine, rate)])
+        rows.append(row)
+    return {
+        "rows": rows,
+        "gemm": {k: summarize([s["gflops"] for s in v]) for k, v in gemm.items() if v},
+        "others_share_overall": statistics.median(
+            s["others_cpu"] / (s["wall"] * peak["cores"]) for v in samples.values() for s in v
+        ),
+    }
+
+
+
+def render(results: dict[str, Any]) -> list[str]:
+    """The throughput tables (and the keras.applications comparison) as markdown lines."""
+    out: list[str] = []
+    tp = results.get("throughput")
+    if tp:
+        for w in tp["workers"]:
+            extras = ", ".join(f"{k}={v}" for k, v in w.items() if k not in ("label", "env", "opts", "setup_s"))
+            out.append(f"- {w['label']}: {extras}" + (f"; env {w['env']}" if w["env"] else ""))
+        out.append("")
+        out.append(f"Throughput at {SIZE}x{SIZE}, images/s: median (min–max) over {results['args']['rounds']} rounds. "
+                   "Ratio = this path / torch eager in the same round (>1: faster than torch). "
+                   "Others = CPU used by other processes during the samples, as a share of all cores.")
+        out.append("")
+        out.append("% of peak: of the theoretical peak above; % measured: of the cores x one core's measured FMA rate; "
+                   "per CPU-s: FLOP/s per CPU-second the process got, as % of one core's measured rate.")
+        out.append("")
+        out.append("| model | batch | runtime / path | images/s | IQR | ratio to torch | % of peak | % measured | per CPU-s | CPU/wall | others | page faults/image |")
+        out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for row in tp["summary"]["rows"]:
+            if row["model"] == "apps_vgg16":
+                continue
+            s = row["images_per_s"]
+            ratio = rng(row["ratio_to_torch"]) if "ratio_to_torch" in row else "1"
+            label = row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
+            measured = f"{row['measured_peak_fraction']:.0%}" if "measured_peak_fraction" in row else "-"
+            per_cpu = f"{row['per_cpu_second_fraction']:.0%}" if "per_cpu_second_fraction" in row else "-"
+            out.append(f"| {row['model']} | {row['batch']} | {label} | {rng(s)} | {s['q1']:.2f}–{s['q3']:.2f} | {ratio} | "
+                       f"{row['peak_fraction']:.0%} | {measured} | {per_cpu} | {row['cpu_per_wall']:.2f} | {row['others_share']:.0%} | "
+                       f"{row['minflt_per_image']:.0f} |")
+        out.append("")
+        rows = [r for r in tp["summary"]["rows"] if r["model"] != "apps_vgg16"]
+        quiet_rows = [r for r in rows if "quiet_images_per_s" in r]
+        all_quiet = all(r.get("quiet_images_per_s", {}).get("n") == r["images_per_s"]["n"] for r in rows)
+        if all_quiet:
+            out.append(f"Every sample was quiet (other processes used < {QUIET_SHARE:.0%} of the machine).")
+            out.append("")
+        elif quiet_rows:
+            out.append(f"The same, only samples during which other processes used < {QUIET_SHARE:.0%} of the machine "
+                       "(ratios: only rounds where both samples were quiet); n = number of such samples.")
+            out.append("")
+            out.append("| model | batch | runtime / path | images/s quiet | n | ratio to torch, quiet | % of peak |")
+            out.append("|---|---:|---|---:|---:|---:|---:|")
+            for row in quiet_rows:
+                q = row["quiet_images_per_s"]
+                label = row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
+                if "quiet_ratio_to_torch" in row:
+                    ratio = f"{rng(row['quiet_ratio_to_torch'])} (n={row['quiet_ratio_to_torch']['n']})"
+                else:
+                    ratio = "1" if row["worker"] == tp["workers"][0]["label"] else "-"
+                out.append(f"| {row['model']} | {row['batch']} | {label} | {rng(q)} | {q['n']} | {ratio} | {row['quiet_peak_fraction']:.0%} |")
+            out.append("")
+        else:
+            out.append(f"No sample was quiet (other processes used >= {QUIET_SHARE:.0%} of the machine throughout).")
+            out.append("")
+        apps = [r for r in tp["summary"]["rows"] if r["model"] == "apps_vgg16"]
+        if apps:
+            out.append("vgg_keras VGG16 (adaptive pool + dropout head) against keras.applications.VGG16, same rounds: "
+                       "ratio = vgg_keras / keras.applications per round.")
+            out.append("")
+            out.append("| batch | path | vgg_keras images/s | keras.applications images/s | ratio |")
+            out.append("|---:|---|---:|---:|---:|")
+            mine = {(r["batch"], r["path"]): r for r in tp["summary"]["rows"] if r["model"] == "vgg16" and r["worker"] == "keras"}
+            for row in apps:
+                m = mine.get((row["batch"], row["path"]))
+                out.append(f"| {row['batch']} | {row['path']} | {rng(m['images_per_s']) if m else '-'} | {rng(row['images_per_s'])} | "
+                           f"{rng(row['vgg_keras_over_apps'], '.3f')} |")
+            out.append("")
+        if tp["summary"]["gemm"]:
+            out.append("Square fp32 matmul, 2048x2048, GFLOP/s: " + "; ".join(
+                f"{k}: {rng(v, '.0f')}" for k, v in tp["summary"]["gemm"].items()))
+            out.append("")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the throughput rounds and prints the report.
+
+    Args:
+        argv: Arguments without the program name.
+
+    Returns:
+        Exit code.
+    """
+    p = base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, help="throughput rounds (default 9; quick 2)")
+    p.add_argument("--target-seconds", type=float, help="approximate duration of one sample (default 0.5; quick 0.15)")
+    p.add_argument("--batches", type=int, nargs="+", help=f"batch sizes (default {' '.join(map(str, BATCHES))}; quick 1)")
+    p.add_argument("--diagnose", action="store_true", help="add torch/TF variants (threads, layout, allocator, oneDNN) to explain differences")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.quick else 9)
+    args.target_seconds = args.target_seconds or (0.15 if args.quick else 0.5)
+    args.batches = args.batches or ([1] if args.quick else list(BATCHES))
+    return run(args, {"throughput": run_throughput}, render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""SIGTERM and SIGINT during a conversion: an exception that unwinds, and a flag that survives being swallowed.
+
+:func:`parity.convert.main` installs :func:`raise_interrupted` for SIGTERM
+(SIGINT already raises ``KeyboardInterrupt``). The conversion calls
+:func:`abort_if_interrupted` between its steps and just before each rename,
+so a signal whose exception some library code swallowed still stops it before
+anything is committed. Standard library only.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Interrupted", "abort_if_interrupted", "raise_interrupted", "reset"]
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived: unwinds like KeyboardInterrupt, so temporary files are removed.
+
+    Attributes:
+        signum: The signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The last SIGTERM received by :func:`parity.convert.main`, kept in case library code swallows the exception.
+_received_signal: int | None = None
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    """The SIGTERM handler: records the signal and raises :class:`Interrupted`."""
+    global _received_signal
+    _received_signal = signum
+    raise Interrupted(signum)
+
+
+def abort_if_interrupted() -> None:
+    """Raises if a signal arrived, even one whose exception some library code swallowed."""
+    if _received_signal is not None:
+        raise Interrupted(_received_signal)
+
+
+
+def reset() -> None:
+    """Forgets a signal received by an earlier run in this process."""
+    global _received_signal
+    _received_signal = None

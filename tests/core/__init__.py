@@ -1,0 +1,1 @@
+"""Tests of `parity.core`: schema, presets, catalog."""

@@ -1,0 +1,1 @@
+"""Tests of the tools in `parity`: converter, CLI, to_torch, report, training, comparison."""

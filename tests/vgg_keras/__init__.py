@@ -1,0 +1,1 @@
+"""Tests of the Keras builders, layers, weights loading, preprocessing, training pieces."""

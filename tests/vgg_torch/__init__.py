@@ -1,0 +1,1 @@
+"""Tests of the torch builders and their torchvision API."""
