@@ -3,7 +3,7 @@
 The quick tier exports vgg11_bn's convolutional part (9.2M parameters) at
 32 x 32 to every format and quantization, in this process; the classifier
 (fc1 alone is 103M parameters, whatever the input size) is exported at full
-size in ``tests/test_export_cli.py`` (marked ``full``). Weights: every tensor
+size in ``tests/tools/test_export_cli.py`` (marked ``full``). Weights: every tensor
 random (``--init random-all``, BN statistics included), seed 0.
 
 Each artifact is loaded back from disk and compared, with max |diff|, with
