@@ -11,6 +11,13 @@ options, ``--quick`` for a smoke run, ``--out FILE`` to keep every sample):
   floor and the Keras route, with per-phase traces (~4 min).
 - ``python -m benchmarks.cold_load``: a fresh process to vgg16's first logits,
   vgg_keras against keras.applications (~1 min).
+- ``python -m benchmarks.backends``: images/s on every Keras backend (TensorFlow
+  direct and XLA with oneDNN on and off, JAX ``jit``, torch) against torch
+  eager, and the peak RSS of ``VGG16(weights=PATH)`` per backend.
+
+Run alone (not by ``python -m benchmarks``): ``python -m benchmarks.export_speed``
+(exported SavedModel and TFLite files) and ``python -m benchmarks.train_speed``
+(training steps of the CIFAR-10 recipe).
 
 Shared machinery: :mod:`benchmarks.harness` (timing, rounds, load recording,
 child processes, statistics, tables), :mod:`benchmarks.cpu` (CPU name and
@@ -22,12 +29,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from benchmarks import cold_load, conversion_memory, inference_speed
+from benchmarks import backends, cold_load, conversion_memory, inference_speed
 
 BENCHMARKS = {
     "inference_speed": inference_speed.main,
     "conversion_memory": conversion_memory.main,
     "cold_load": cold_load.main,
+    "backends": backends.main,
 }
 
 

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    uv run python benchmarks/backends.py                 # vgg16, batch 8, 224x224, 5 rounds
-    uv run python benchmarks/backends.py --quick         # 2 rounds, fewer timed calls
-    uv run python benchmarks/backends.py --out docs/backends_benchmark.json
+    uv run python -m benchmarks.backends                 # vgg16, batch 8, 224x224, 5 rounds
+    uv run python -m benchmarks.backends --quick         # 2 rounds, fewer timed calls
+    uv run python -m benchmarks.backends --out docs/backends_benchmark.json
 
 Two questions, answered in one run:
 
