@@ -661,7 +661,7 @@ def export(
     import keras
     import tensorflow as tf
 
-    from parity.convert import torch_reference, verification_batch
+    from parity.conversion import torch_reference, verification_batch
     from parity.converter import weight_map
     from parity.core.errors import ConversionError
     from parity.to_torch import keras_file_arrays, torch_state_dict_from_keras

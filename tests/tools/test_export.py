@@ -27,7 +27,7 @@ import torchvision
 
 import parity.export as export_mod
 from parity.core.config import PRESETS, VGGConfig
-from parity.convert import verification_batch
+from parity.conversion import verification_batch
 from parity.converter import write_keras_weights
 from parity.export import TOLERANCES, build_export_model, export, main, photo_batch, run_artifact
 from parity.random_weights import randomized_state_dict
