@@ -238,7 +238,7 @@ def _pixel_errors(backend: str, tmp_path: Path) -> dict[str, tuple[float, float,
     """Runs the backend's pipeline on every test image; returns key -> (uint8 max, uint8 mismatch fraction, float max)."""
     from torchvision.models import VGG16_Weights
 
-    from tests import test_preprocessing as tp
+    from tests.vgg_keras import test_preprocessing as tp
 
     images = {key: tp._image(key) for key in tp.IMAGES}
     np.savez(tmp_path / "images.npz", **images)
@@ -264,7 +264,7 @@ def _pixel_errors(backend: str, tmp_path: Path) -> dict[str, tuple[float, float,
 def test_preprocessing_matches_torchvision_on_backend(backend: str, tmp_path: Path) -> None:
     """The same pixels as torchvision on every backend, within the bounds the TensorFlow path meets."""
     _needs(backend)
-    from tests import test_preprocessing as tp
+    from tests.vgg_keras import test_preprocessing as tp
 
     errors = _pixel_errors(backend, tmp_path)
     worst = {name: max(e[i] for e in errors.values()) for i, name in enumerate(["uint8_max", "uint8_mismatch", "float_max"])}

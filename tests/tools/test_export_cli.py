@@ -20,7 +20,7 @@ import pytest
 import parity.export as export_mod
 from parity.export import TOLERANCES, main, table
 from tests.conftest import run_python
-from tests.test_export import ARCH, SEED, features_file, features_state  # noqa: F401  (fixtures)
+from tests.tools.test_export import ARCH, SEED, features_file, features_state  # noqa: F401  (fixtures)
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

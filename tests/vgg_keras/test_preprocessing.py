@@ -445,18 +445,30 @@ def test_layer_errors_name_the_problem() -> None:
         layer(keras.Input(shape=(8,)))
 
 
-def test_module_imports_without_torch() -> None:
+def test_module_imports_without_torch(tmp_path: Path) -> None:
+    """Preprocessing and labels in a process where torch and torchvision cannot be imported.
+
+    Stand-in ``torch`` and ``torchvision`` packages come first on the child's
+    path: importing either records the attempt and fails. (Putting ``None`` in
+    ``sys.modules`` instead breaks scipy, which probes ``sys.modules["torch"]``.)
+    """
+    log = tmp_path / "imports.log"
+    for name in ("torch", "torchvision"):
+        (tmp_path / "blocked" / name).mkdir(parents=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(
+            f"open({str(log)!r}, 'a').write({name!r} + '\\n')\nraise ImportError('{name} is blocked here')\n"
+        )
     code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
         "from vgg_keras.preprocessing import preprocess_images, decode_predictions\n"
         "import numpy as np\n"
         "x = preprocess_images(np.zeros((300, 200, 3), np.uint8))\n"
         "assert x.shape == (224, 224, 3), x.shape\n"
         "assert decode_predictions(np.eye(1000)[:1])[0][0][1] == 'tench'\n"
-        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m] is not None)\n"
     )
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert not log.exists(), f"imported: {log.read_text()}"
     assert result.returncode == 0, result.stderr[-3000:]
 
 
