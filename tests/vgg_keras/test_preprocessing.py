@@ -232,19 +232,19 @@ def test_resize_and_crop_geometry_matches_torchvision() -> None:
 
     sizes = [(h, w) for h in (*range(1, 60, 7), 223, 224, 225, 255, 256, 257, 301, 333, 1000) for w in range(1, 700, 13)]
     expected = [tuple(_compute_resized_output_size((h, w), [256])) for h, w in sizes]
-    assert [prep._resized_size(h, w, 256) for h, w in sizes] == expected
+    assert [resize_crop.resized_size(h, w, 256) for h, w in sizes] == expected
     hs, ws = (tf.constant([s[i] for s in sizes]) for i in (0, 1))
-    new_h, new_w = prep._tf_resized_size(hs, ws, 256)
+    new_h, new_w = resize_crop._tf_resized_size(hs, ws, 256)
     assert list(zip(new_h.numpy().tolist(), new_w.numpy().tolist())) == expected
 
     # Crop boxes: compare where torchvision's center_crop puts a marker pixel.
     for h, w in [(224, 224), (225, 226), (227, 229), (256, 353), (383, 256), (100, 37), (224, 230), (230, 1)]:
         idx = torch.arange(h * w, dtype=torch.float64).reshape(1, h, w) + 1
         ref = tvF.center_crop(idx, [224]).numpy()[0]
-        pt, pb, pl, pr, top, left = prep._center_crop_box(h, w, 224)
+        pt, pb, pl, pr, top, left = resize_crop.center_crop_box(h, w, 224)
         ours = np.pad(idx.numpy()[0], [(pt, pb), (pl, pr)])[top : top + 224, left : left + 224]
         np.testing.assert_array_equal(ours, ref)
-        dyn = [int(v) for v in prep._tf_center_crop_box(tf.constant(h), tf.constant(w), 224)]
+        dyn = [int(v) for v in resize_crop._tf_center_crop_box(tf.constant(h), tf.constant(w), 224)]
         assert dyn == [pt, pb, pl, pr, top, left]
 
 
