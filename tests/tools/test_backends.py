@@ -279,6 +279,7 @@ def test_preprocessing_matches_torchvision_on_backend(backend: str, tmp_path: Pa
 # The parity suite per backend
 # --------------------------------------------------------------------------- #
 @pytest.mark.full
+@pytest.mark.extended
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_parity_suite_on_backend(backend: str, tmp_path: Path) -> None:
     """All eight presets, 224x224, 32x32 and 200x320, both data formats, through the report CLI."""

@@ -195,6 +195,7 @@ def full_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.full
+@pytest.mark.extended
 @pytest.mark.parametrize(("fmt", "quantize"), [("saved_model", "none"), ("tflite", "none"), ("tflite", "float16"), ("tflite", "dynamic-int8")])
 def test_full_size_export_meets_its_bound(fmt: str, quantize: str, full_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
