@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from parity.core.config import PRESETS, VGGConfig
 from parity.converter import write_keras_weights
 from parity.random_weights import randomized_state_dict
 from tests.conftest import CIFAR, TINY_BN, run_python
-from parity.core.weights_file import stage_converted_weights
+from parity.core.weights_file import sidecar_path, stage_converted_weights
 
 BACKENDS = ["torch", "jax"]
 
@@ -198,8 +199,12 @@ def test_presets_without_tensorflow(backend: str, tmp_path: Path, _isolated_kera
     config = PRESETS[arch]
     cached = _isolated_keras_home / "models" / get_weights_record(arch).keras_filename
     cached.parent.mkdir(parents=True)
-    result = run_python("", "-m", "parity.convert", arch, "--init", "random-all", "--seed", "3", "--output", os.fspath(cached), "--quiet")
+    converted = tmp_path / f"{arch}.weights.h5"
+    result = run_python("", "-m", "parity.convert", arch, "--init", "random-all", "--seed", "3", "--output", os.fspath(converted), "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
+    # The CLI keeps random weights out of the cache; put them where weights="converted" looks, as a user could.
+    shutil.copy(converted, cached)
+    shutil.copy(sidecar_path(converted), sidecar_path(cached))
     np.savez(tmp_path / "state.npz", **randomized_state_dict(config, seed=3))
     spec = {"arch": arch, "config": config.to_dict(), "state": os.fspath(tmp_path / "state.npz"), "size": [64, 96],
             "weights": [os.fspath(cached), "converted"], "out": os.fspath(tmp_path),
