@@ -55,6 +55,7 @@ import numpy as np
 
 from parity.compare import BLOCK_RTOL, LOGIT_RTOL
 from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.atomic import signals_held
 from parity.core.errors import first_line, os_reason
 
 if TYPE_CHECKING:
@@ -568,7 +569,7 @@ def _commit(staged: Path, target: Path, sidecar_text: str, temps: list[Path]) ->
         fh.write(sidecar_text)
         fh.flush()
         os.fsync(fh.fileno())
-    with _signals_held():
+    with signals_held():
         if staged.is_dir() and target.exists():
             aside = _temp_name(target, ".old")
             temps.append(aside)
@@ -581,27 +582,6 @@ def _commit(staged: Path, target: Path, sidecar_text: str, temps: list[Path]) ->
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    signums = [signal.SIGINT, signal.SIGTERM]
-    previous = {s: signal.getsignal(s) for s in signums}
-    for s in signums:
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)
 
 
 # --------------------------------------------------------------------------- #

@@ -23,7 +23,7 @@ try:
 except ImportError:  # Windows: no advisory locks; writes stay atomic, concurrent writers are not serialized
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["folder_lock", "fsync_path", "new_temp", "renaming_into", "write_atomic", "write_temp"]
+__all__ = ["folder_lock", "fsync_path", "new_temp", "renaming_into", "signals_held", "write_atomic", "write_temp"]
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, before_commit: Callable[[], None] | None = None) -> None:
@@ -81,7 +81,7 @@ def renaming_into(folder: Path, before_commit: Callable[[], None] | None) -> Ite
     back, after ``before_commit`` (raising there abandons the renames), and the
     folder is flushed after it.
     """
-    with folder_lock(folder, shared=False) as fd, _signals_held():
+    with folder_lock(folder, shared=False) as fd, signals_held():
         if before_commit is not None:
             before_commit()
         yield
@@ -90,7 +90,7 @@ def renaming_into(folder: Path, before_commit: Callable[[], None] | None) -> Ite
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Holds SIGINT and SIGTERM back for a few renames, then delivers them to the usual handlers.
 
     Only the main thread can set handlers; elsewhere this does nothing.
