@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from benchmarks.cpu import read_cpuinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,18 +119,10 @@ print(f"{base:.0f} {peak:.0f} {rss_mib():.0f}")
 
 
 def cpu_description() -> str:
-    """The CPU's model name and AVX-512 flags, from /proc/cpuinfo."""
-    name, flags = platform.processor() or "unknown CPU", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", "unknown CPU", platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} logical CPUs, flags: {' '.join(flags) or 'no AVX-512'}"
+    """The CPU's model name, CPU count and AVX-512/AMX flags."""
+    cpu = read_cpuinfo()
+    flags = sorted(f for f in cpu.flags if f.startswith(("avx512", "amx")))
+    return f"{cpu.model_name}, {cpu.cores} logical CPUs, flags: {' '.join(flags) or 'no AVX-512'}"
 
 
 def _env(backend: str, onednn: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ Exit status: 0 when every comparison is within :data:`GPU_RTOL`, 1 otherwise,
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.core.config import PRESETS
+from parity.machine import package_versions
 
 __all__ = ["GPU_RTOL", "NO_GPU_EXIT", "backend_sees_gpu", "disable_tf32", "main", "run"]
 
@@ -209,7 +209,7 @@ def run(
         "size": size,
         "batch": batch,
         "gpu": torch.cuda.get_device_name(0),
-        "versions": _versions(),
+        "versions": package_versions(),
         "cases": cases,
     }
     if speed_arch is not None:
@@ -258,16 +258,6 @@ def _throughput(arch: str, batch: int, seed: int) -> dict[str, object]:
             times.append(time.perf_counter() - started)
         figures[name] = batch / float(np.median(times))
     return {"arch": arch, "batch": batch, "images_per_s": figures}
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("torch", "torchvision", "keras", "jax", "jaxlib", "tensorflow", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,6 @@ crashes when torchvision pulls in triton).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -44,6 +43,7 @@ import numpy as np
 from parity.compare import BACKEND_MODES, LOGIT_RTOL, MODES, ParityReport
 from parity.core.catalog import get_weights_record
 from parity.core.config import PRESETS
+from parity.machine import cpu_name, package_versions
 
 __all__ = ["main", "parse_size", "run_report"]
 
@@ -355,12 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     from parity.core.atomic import write_atomic
 
-    versions = {}
-    for package in ("torch", "torchvision", "tensorflow", "keras", "jax", "jaxlib", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     data = {
         "source": source,
         "seed": args.seed,
@@ -369,8 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backends": list(dict.fromkeys(str(c["backend"]) for c in cases)),
         "modes": modes,
         "data_formats": formats,
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count()},
-        "versions": versions,
+        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpus": os.cpu_count()},
+        "versions": package_versions(),
         "cases": cases,
     }
     json_path, png_path = args.out_dir / "parity_report.json", args.out_dir / "parity_report.png"
@@ -384,17 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         passed = training_report(args.train_steps, args.out_dir, args.seed) and passed
     return 0 if passed else 1
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

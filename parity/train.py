@@ -54,6 +54,7 @@ import numpy as np
 from parity.cifar import CifarData, CifarError, load_cifar10, normalize
 from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config
 from parity.core.errors import first_line, os_reason
+from parity.machine import cpu_name
 
 __all__ = ["FRAMEWORKS", "OUTPUT_FILES", "Recipe", "cpu_name", "cross_entropy", "main", "train"]
 
@@ -123,22 +124,6 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(labels)), labels].mean())
-
-
-def cpu_name() -> str:
-    """The CPU's model name, core count and whether it has AVX-512 (from /proc/cpuinfo on Linux)."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name in ("", platform.processor(), platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value
-    except OSError:
-        pass
-    extra = ", AVX-512" if "avx512f" in flags.split() else ""
-    return f"{name} ({os.cpu_count()} vCPUs{extra})"
 
 
 # --- progress --------------------------------------------------------------------------------------------------------

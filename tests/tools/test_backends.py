@@ -241,6 +241,7 @@ print("pixels ok", keras.backend.backend())
 
 def _pixel_errors(backend: str, tmp_path: Path) -> dict[str, tuple[float, float, float]]:
     """Runs the backend's pipeline on every test image; returns key -> (uint8 max, uint8 mismatch fraction, float max)."""
+    import torch
     from torchvision.models import VGG16_Weights
 
     from tests.vgg_keras import test_preprocessing as tp
@@ -256,8 +257,6 @@ def _pixel_errors(backend: str, tmp_path: Path) -> dict[str, tuple[float, float,
     for key, image in images.items():
         ref = tp._pixels(tp._tv_tensor(image, tv), tv.mean, tv.std)
         ours = tp._pixels(got[key + "/uint8"], tv.mean, tv.std)
-        import torch
-
         ref_float = tv(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255).numpy().transpose(1, 2, 0)
         ours_float = got[key + "/float32"]
         float_diff = tp._max_diff(tp._pixels(ours_float, tv.mean, tv.std), tp._pixels(ref_float, tv.mean, tv.std))
