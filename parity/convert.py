@@ -31,18 +31,15 @@ the reverse order crashes the interpreter when torchvision pulls in triton
 from __future__ import annotations
 
 import argparse
-import re
-import signal
 import sys
 from collections.abc import Sequence
 
-from parity import interrupts
+from parity.cli_runner import report_result, run_cli
 from parity.conversion import INIT_CHOICES, ConvertResult, UsageError, convert
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS
 from parity.core.checkpoint import CheckpointError
 from parity.core.config import PRESETS
 from parity.core.errors import ConversionError
-from parity.interrupts import Interrupted
 
 __all__ = ["build_parser", "main"]
 
@@ -75,10 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     return parser
-
-
-def _one_line(text: str) -> str:
-    return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
 def _to_torch(args: argparse.Namespace) -> ConvertResult:
@@ -122,62 +115,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         writes weights; 1 may write the report.
     """
     args = build_parser().parse_args(argv)
-    import threading
 
-    interrupts.reset()
-
-    handlers: dict[int, object] = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, interrupts.raise_interrupted)  # SIGINT already raises
-    previous_hook = sys.unraisablehook
-
-    def quiet_unraisable(info: object) -> None:
-        # A signal can land in a weakref callback or __del__, where Python prints and drops the
-        # exception; parity.interrupts keeps it, and the conversion stops at its next check.
-        if not isinstance(getattr(info, "exc_value", None), Interrupted):
-            previous_hook(info)  # type: ignore[arg-type]
-
-    sys.unraisablehook = quiet_unraisable
-    try:
+    def work() -> ConvertResult:
         if args.to == "torch" or args.keras_weights is not None:
-            result = _to_torch(args)
-        else:
-            result = convert(
-                args.arch,
-                weights=args.weights,
-                checkpoint=args.checkpoint,
-                init=args.init,
-                seed=args.seed,
-                output=args.output,
-                report=args.report,
-                num_classes=args.num_classes,
-                verify_outputs=not args.no_verify,
-                force=args.force,
-                quiet=args.quiet,
-            )
-    except (UsageError, CheckpointError, ConversionError) as e:
-        print(f"error: {_one_line(str(e))}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {_one_line(e.strerror or str(e))}; nothing was written. Received: {e.filename or type(e).__name__}", file=sys.stderr)
-        return 2
-    except (Interrupted, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
-        written = getattr(e, "written", None)
-        if written is not None:
-            what = f"interrupted just after {written} and its sidecar were renamed into place; they are complete"
-        else:
-            what = "interrupted before the conversion finished; no partial file was left under the target name"
-        print(f"error: {what}. Received: {signal.Signals(signum).name}", file=sys.stderr)
-        return 128 + signum
-    finally:
-        sys.unraisablehook = previous_hook
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-    if result.output is not None:
-        print(result.output)
-    return 0 if result.passed else 1
+            return _to_torch(args)
+        return convert(
+            args.arch,
+            weights=args.weights,
+            checkpoint=args.checkpoint,
+            init=args.init,
+            seed=args.seed,
+            output=args.output,
+            report=args.report,
+            num_classes=args.num_classes,
+            verify_outputs=not args.no_verify,
+            force=args.force,
+            quiet=args.quiet,
+        )
 
+    return run_cli(
+        work,
+        usage_errors=(UsageError, CheckpointError, ConversionError),
+        interrupted_message=_interrupted_message,
+        finish=report_result,
+        keeps_swallowed_signals=True,  # the conversion checks parity.interrupts before each step and rename
+    )
+
+
+def _interrupted_message(e: BaseException) -> str:
+    """What an interrupted conversion left: nothing, or (``e.written``) a complete file and sidecar."""
+    written = getattr(e, "written", None)
+    if written is not None:
+        return f"interrupted just after {written} and its sidecar were renamed into place; they are complete"
+    return "interrupted before the conversion finished; no partial file was left under the target name"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """SIGTERM and SIGINT during a conversion: an exception that unwinds, and a flag that survives being swallowed.
 
-:func:`parity.convert.main` installs :func:`raise_interrupted` for SIGTERM
-(SIGINT already raises ``KeyboardInterrupt``). The conversion calls
+:func:`parity.cli_runner.run_cli` (the body of the CLIs' ``main``) installs
+:func:`raise_interrupted` for SIGTERM (SIGINT already raises ``KeyboardInterrupt``). The conversion calls
 :func:`abort_if_interrupted` between its steps and just before each rename,
 so a signal whose exception some library code swallowed still stops it before
 anything is committed. Standard library only.
@@ -24,7 +24,7 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-#: The last SIGTERM received by :func:`parity.convert.main`, kept in case library code swallows the exception.
+#: The last SIGTERM received under :func:`parity.cli_runner.run_cli`, kept in case library code swallows the exception.
 _received_signal: int | None = None
 
 
@@ -39,7 +39,6 @@ def abort_if_interrupted() -> None:
     """Raises if a signal arrived, even one whose exception some library code swallowed."""
     if _received_signal is not None:
         raise Interrupted(_received_signal)
-
 
 
 def reset() -> None:
