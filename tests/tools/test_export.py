@@ -25,11 +25,13 @@ import pytest
 import torch
 import torchvision
 
-import parity.export as export_mod
+import parity.export_write
 from parity.core.config import PRESETS, VGGConfig
 from parity.conversion import verification_batch
 from parity.converter import write_keras_weights
-from parity.export import TOLERANCES, build_export_model, export, main, photo_batch, run_artifact
+from parity.export import ExportResult, export, main
+from parity.export_check import TOLERANCES, photo_batch, run_artifact, table
+from parity.export_write import build_export_model
 from parity.random_weights import randomized_state_dict
 from parity.core.weights_file import stage_converted_weights
 
@@ -97,7 +99,7 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _export(features_file: Path, out: Path, fmt: str, quantize: str = "none", **kwargs: object) -> export_mod.ExportResult:
+def _export(features_file: Path, out: Path, fmt: str, quantize: str = "none", **kwargs: object) -> ExportResult:
     return export(ARCH, weights=os.fspath(features_file), fmt=fmt, quantize=quantize, output=out, input_size=(SIZE, SIZE), quiet=True, **kwargs)  # type: ignore[arg-type]
 
 
@@ -195,14 +197,14 @@ def test_broken_export_is_refused_and_nothing_is_written(
     for name in ("verification", "photos"):
         rows = {r["name"]: r for r in figures[name]["rows"]}
         first = next(n for n, r in rows.items() if not r["ok"])
-        print(export_mod.table(figures[name], f"{builder.__name__}, {fmt}, {name}"))
-        assert first == first_block, export_mod.table(figures[name], name)
+        print(table(figures[name], f"{builder.__name__}, {fmt}, {name}"))
+        assert first == first_block, table(figures[name], name)
         assert rows[first]["max_rel"] > 1e-2
     assert "Export check FAILED" in capsys.readouterr().err
 
 
 def test_cli_exit_code_1_on_a_broken_export(features_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export_mod, "build_export_model", _dropped_conv)
+    monkeypatch.setattr(parity.export_write, "build_export_model", _dropped_conv)
     out = tmp_path / "model"
     code = main([ARCH, "--weights", os.fspath(features_file), "--format", "saved_model", "--input-size", "32", "32", "--output", os.fspath(out), "--quiet"])
     assert code == 1 and _listing(tmp_path) == []

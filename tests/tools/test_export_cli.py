@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-import parity.export as export_mod
-from parity.export import TOLERANCES, main, table
+import parity.export_write
+from parity.export import main
+from parity.export_check import TOLERANCES, table
 from tests.conftest import run_python
 from tests.tools.test_export import ARCH, SEED, features_file, features_state  # noqa: F401  (fixtures)
 
@@ -167,7 +168,7 @@ def test_disk_full_while_writing_leaves_nothing(
         (Path(path) / "half.bin").write_bytes(b"x" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(export_mod, "_write_saved_model" if fmt == "saved_model" else "_tflite_bytes", full_disk)
+    monkeypatch.setattr(parity.export_write, "write_saved_model" if fmt == "saved_model" else "tflite_bytes", full_disk)
     out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
     code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
     _assert_refused(code, err, "No space left on device")
