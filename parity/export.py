@@ -88,6 +88,7 @@ class ExportResult:
 
 
 def _log(msg: str, quiet: bool) -> None:
+    """A progress line on stderr, unless ``quiet``."""
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
 
@@ -217,7 +218,7 @@ def export(
             batch through the adaptive pool).
         force: Whether to replace an existing output.
         quiet: No progress messages.
-        model_builder: Replaces :func:`build_export_model` (tests build broken models with it).
+        model_builder: Replaces :func:`parity.export_write.build_export_model` (tests build broken models with it).
 
     Returns:
         The result; ``output`` is ``None`` (nothing written) when the check failed.
