@@ -51,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cifar import CifarData, CifarError, load_cifar10, normalize
+from parity.cifar import load_cifar10
+from parity.cifar_data import CifarData, CifarError, normalize
 from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config
 from parity.core.errors import first_line, os_reason
 from parity.machine import cpu_name

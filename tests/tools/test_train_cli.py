@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from parity.cifar import digits_as_cifar, write_binary_folder
+from parity.cifar_write import digits_as_cifar, write_binary_folder
 from parity.core.config import RECIPES, VGGConfig
 from parity.train import OUTPUT_FILES, Recipe, main, train
 from tests.conftest import ROOT, run_python
@@ -127,7 +127,8 @@ def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path, capsys: py
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The weights load back and give the accuracies the history reports.
-    from parity.cifar import load_cifar10, normalize
+    from parity.cifar import load_cifar10
+    from parity.cifar_data import normalize
 
     data = load_cifar10(digits).limit(800)
     x, y = normalize(data.test_images), data.test_labels
