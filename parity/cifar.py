@@ -236,7 +236,6 @@ def load_cifar10(root: str | os.PathLike[str]) -> CifarData:
     return CifarData(train_x, train_y, parts[-1][0], parts[-1][1], classes, f"{folder} ({kind})")
 
 
-
 # --- CLI -------------------------------------------------------------------------------------------------------------
 
 

@@ -83,4 +83,3 @@ def normalize(images: np.ndarray) -> np.ndarray:
     """
     x = images.astype(np.float32) / np.float32(255)
     return (x - np.float32(0.5)) / np.float32(0.5)
-

@@ -154,4 +154,3 @@ def digits_as_cifar(test_size: int = 297, seed: int = 0) -> CifarData:
     rgb, labels = rgb[order], labels[order]
     cut = len(rgb) - test_size
     return CifarData(rgb[:cut], labels[:cut], rgb[cut:], labels[cut:], tuple(str(d) for d in range(10)), "sklearn digits")
-
