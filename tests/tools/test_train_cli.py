@@ -27,7 +27,9 @@ import torch
 
 from parity.cifar_write import digits_as_cifar, write_binary_folder
 from parity.core.config import RECIPES, VGGConfig
-from parity.train import OUTPUT_FILES, Recipe, main, train
+from parity.train import main
+from parity.train_outputs import OUTPUT_FILES
+from parity.trainers import Recipe, train
 from tests.conftest import ROOT, run_python
 
 #: Max |keras step loss - torch step loss| / torch step loss over the first
@@ -89,7 +91,7 @@ def test_first_steps_agree_without_dropout(digits: Path) -> None:
 
 def test_step_check_bites(digits: Path) -> None:
     from parity.cifar import load_cifar10
-    from parity.train import epoch_orders
+    from parity.trainers import epoch_orders
 
     data = load_cifar10(digits).limit(TIGHT_STEPS * 32)
     recipe = Recipe(epochs=1, batch_size=32, lr=0.05, seed=0)
@@ -167,9 +169,10 @@ def test_signal_mid_training_stops_cleanly_in_process(
 ) -> None:
     """A signal delivered at the third optimizer step: one line, 128 + signum, nothing written."""
     from parity import train as train_module
+    from parity.trainers import TorchTrainer
 
     calls = []
-    step = train_module.TorchTrainer.step
+    step = TorchTrainer.step
 
     def step_then_signal(self: object, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         calls.append(1)
@@ -177,7 +180,7 @@ def test_signal_mid_training_stops_cleanly_in_process(
             signal.raise_signal(signum)
         return step(self, x, y)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(train_module.TorchTrainer, "step", step_then_signal)
+    monkeypatch.setattr(TorchTrainer, "step", step_then_signal)
     out = tmp_path / "run"
     args = ["--config", str(_config_file(tmp_path, TINY)), "--data", str(digits), "--framework", "torch", "--limit", "320"]
     assert main([*args, "--epochs", "5", "--batch-size", "32", "--threads", "1", "--output", str(out)]) == 128 + signum
