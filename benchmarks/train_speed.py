@@ -4,7 +4,7 @@
     uv run python -m benchmarks.train_speed --batch-size 128 --steps 5 --threads 2
 
 Each framework runs the same optimizer steps as ``python -m parity.train``
-(:class:`parity.train.TorchTrainer`, :class:`parity.train.KerasTrainer`) on
+(:class:`parity.trainers.TorchTrainer`, :class:`parity.trainers.KerasTrainer`) on
 random 32x32 batches (speed does not depend on the pixels): torch eager,
 Keras' step as a ``tf.function`` ("graph"), and the same step compiled with
 XLA (``jit_compile=True``). After ``--warmup`` untimed steps (tracing,
@@ -33,7 +33,8 @@ import torch  # noqa: E402  (torch and torchvision before TensorFlow)
 import torchvision  # noqa: E402,F401
 
 from parity.core.config import PRESETS, RECIPES, get_named_config  # noqa: E402
-from parity.train import KerasTrainer, Recipe, TorchTrainer, cpu_name, initial_state  # noqa: E402
+from parity.machine import cpu_name  # noqa: E402
+from parity.trainers import KerasTrainer, Recipe, TorchTrainer, initial_state  # noqa: E402
 
 #: CIFAR-10's training set and the recipe's epochs.
 EPOCH_IMAGES = 50_000

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity import cifar
-from parity.cifar import CifarData, CifarError, load_cifar10, normalize, write_binary_folder, write_python_folder
+from parity import cifar, cifar_data, cifar_download, cifar_write
+from parity.cifar import load_cifar10
+from parity.cifar_data import CifarData, CifarError, normalize
+from parity.cifar_write import write_binary_folder, write_python_folder
 from tests.conftest import run_python
 
 
@@ -25,7 +27,7 @@ def _synthetic(train: int = 10, test: int = 4, seed: int = 0) -> CifarData:
         rng.integers(0, 10, train).astype(np.int64),
         rng.integers(0, 256, (test, 3, 32, 32), dtype=np.uint8),
         rng.integers(0, 10, test).astype(np.int64),
-        cifar.CLASSES,
+        cifar_data.CLASSES,
         "synthetic",
     )
 
@@ -39,10 +41,10 @@ def _same(a: CifarData, b: CifarData) -> None:
 
 def test_binary_and_python_layouts_give_the_same_arrays(tmp_path: Path) -> None:
     data = _synthetic()
-    write_binary_folder(tmp_path / cifar.BIN_DIR, data)
-    write_python_folder(tmp_path / cifar.PY_DIR, data)
-    from_bin = load_cifar10(tmp_path / cifar.BIN_DIR)
-    from_py = load_cifar10(tmp_path / cifar.PY_DIR)
+    write_binary_folder(tmp_path / cifar_data.BIN_DIR, data)
+    write_python_folder(tmp_path / cifar_data.PY_DIR, data)
+    from_bin = load_cifar10(tmp_path / cifar_data.BIN_DIR)
+    from_py = load_cifar10(tmp_path / cifar_data.PY_DIR)
     _same(from_bin, data)
     _same(from_py, data)
     assert load_cifar10(tmp_path).source.endswith("(binary)")  # the parent folder: binary first
@@ -51,9 +53,9 @@ def test_binary_and_python_layouts_give_the_same_arrays(tmp_path: Path) -> None:
 
 def test_binary_record_layout_is_label_then_chw_planes(tmp_path: Path) -> None:
     """A hand-made record: label byte, then the red, green and blue planes, row-major."""
-    folder = tmp_path / cifar.BIN_DIR
+    folder = tmp_path / cifar_data.BIN_DIR
     write_binary_folder(folder, _synthetic(train=5, test=1))
-    record = np.zeros(cifar.RECORD_BYTES, np.uint8)
+    record = np.zeros(cifar_data.RECORD_BYTES, np.uint8)
     record[0] = 7
     planes = record[1:].reshape(3, 32, 32)
     planes[0, 0, 1] = 11  # red, row 0, column 1
@@ -67,7 +69,7 @@ def test_binary_record_layout_is_label_then_chw_planes(tmp_path: Path) -> None:
 
 def test_python_pickles_are_written_as_the_official_ones(tmp_path: Path) -> None:
     """Protocol 2, byte strings, and exactly the three numpy globals the official batches reference."""
-    folder = write_python_folder(tmp_path / cifar.PY_DIR, _synthetic())
+    folder = write_python_folder(tmp_path / cifar_data.PY_DIR, _synthetic())
     raw = (folder / "data_batch_1").read_bytes()
     ops = list(pickletools.genops(raw))
     assert ops[0][0].name == "PROTO" and ops[0][1] == 2
@@ -79,7 +81,7 @@ def test_python_pickles_are_written_as_the_official_ones(tmp_path: Path) -> None
 
 def test_numpy2_pickles_load_too(tmp_path: Path) -> None:
     """A batch re-pickled by numpy 2 names ``numpy._core.multiarray``: admitted as well."""
-    folder = write_python_folder(tmp_path / cifar.PY_DIR, _synthetic())
+    folder = write_python_folder(tmp_path / cifar_data.PY_DIR, _synthetic())
     data = np.arange(3072 * 2, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
     raw = pickle.dumps({b"data": data, b"labels": [1, 2]}, protocol=4)
     assert b"numpy._core.multiarray" in raw or b"numpy.core.multiarray" in raw
@@ -97,15 +99,15 @@ class _Payload:
 
 @pytest.mark.parametrize("where", ["data", "labels", "meta"])
 def test_pickle_carrying_code_is_refused_without_running_it(tmp_path: Path, where: str) -> None:
-    folder = write_python_folder(tmp_path / cifar.PY_DIR, _synthetic())
+    folder = write_python_folder(tmp_path / cifar_data.PY_DIR, _synthetic())
     marker = tmp_path / "pwned"
     payload = _Payload(marker)
     if where == "meta":
-        (folder / "batches.meta").write_bytes(cifar.python2_pickle({b"label_names": payload}))
+        (folder / "batches.meta").write_bytes(cifar_write.python2_pickle({b"label_names": payload}))
     else:
         batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
         batch[b"data" if where == "data" else b"labels"] = payload
-        (folder / "data_batch_3").write_bytes(cifar.python2_pickle(batch))
+        (folder / "data_batch_3").write_bytes(cifar_write.python2_pickle(batch))
     with pytest.raises(CifarError) as info:
         load_cifar10(folder)
     message = str(info.value)
@@ -114,7 +116,7 @@ def test_pickle_carrying_code_is_refused_without_running_it(tmp_path: Path, wher
 
 
 def test_refusal_lists_every_other_global(tmp_path: Path) -> None:
-    folder = write_python_folder(tmp_path / cifar.PY_DIR, _synthetic())
+    folder = write_python_folder(tmp_path / cifar_data.PY_DIR, _synthetic())
     # builtins.eval via the GLOBAL opcode, written by hand.
     evil = b"\x80\x02cbuiltins\neval\nq\x00X\x0c\x00\x00\x00print('hi')!q\x01\x85q\x02Rq\x03."
     (folder / "test_batch").write_bytes(evil)
@@ -127,11 +129,11 @@ def test_refusal_lists_every_other_global(tmp_path: Path) -> None:
     ["truncated_record", "empty", "label_out_of_range", "missing_batch", "meta_not_text"],
 )
 def test_broken_binary_files_are_refused_in_one_line(tmp_path: Path, case: str) -> None:
-    folder = write_binary_folder(tmp_path / cifar.BIN_DIR, _synthetic())
+    folder = write_binary_folder(tmp_path / cifar_data.BIN_DIR, _synthetic())
     target = folder / "data_batch_2.bin"
     if case == "truncated_record":
         target.write_bytes(target.read_bytes()[:-100])
-        expected = f"{cifar.RECORD_BYTES}-byte records"
+        expected = f"{cifar_data.RECORD_BYTES}-byte records"
     elif case == "empty":
         target.write_bytes(b"")
         expected = "Received: .* 0 bytes"
@@ -153,19 +155,19 @@ def test_broken_binary_files_are_refused_in_one_line(tmp_path: Path, case: str) 
 
 @pytest.mark.parametrize("case", ["truncated", "wrong_width", "label_count", "not_a_dict", "object_array", "too_large"])
 def test_broken_python_files_are_refused_in_one_line(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = write_python_folder(tmp_path / cifar.PY_DIR, _synthetic())
+    folder = write_python_folder(tmp_path / cifar_data.PY_DIR, _synthetic())
     target = folder / "data_batch_1"
     good = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
     if case == "truncated":
         target.write_bytes(target.read_bytes()[:5000])
     elif case == "wrong_width":
-        target.write_bytes(cifar.python2_pickle({**good, b"data": np.zeros((2, 3000), np.uint8)}))
+        target.write_bytes(cifar_write.python2_pickle({**good, b"data": np.zeros((2, 3000), np.uint8)}))
     elif case == "label_count":
-        target.write_bytes(cifar.python2_pickle({**good, b"labels": [0]}))
+        target.write_bytes(cifar_write.python2_pickle({**good, b"labels": [0]}))
     elif case == "not_a_dict":
-        target.write_bytes(cifar.python2_pickle([1, 2, 3]))
+        target.write_bytes(cifar_write.python2_pickle([1, 2, 3]))
     elif case == "object_array":
-        target.write_bytes(cifar.python2_pickle({**good, b"data": np.array([[b"x"] * 3072] * 2, dtype=object)}))
+        target.write_bytes(cifar_write.python2_pickle({**good, b"data": np.array([[b"x"] * 3072] * 2, dtype=object)}))
     else:
         monkeypatch.setattr(cifar, "MAX_PICKLE_BYTES", 1000)
     with pytest.raises(CifarError) as info:
@@ -174,7 +176,7 @@ def test_broken_python_files_are_refused_in_one_line(tmp_path: Path, case: str, 
 
 
 def test_cli_exit_code_2_on_a_refused_folder(tmp_path: Path) -> None:
-    folder = write_binary_folder(tmp_path / cifar.BIN_DIR, _synthetic())
+    folder = write_binary_folder(tmp_path / cifar_data.BIN_DIR, _synthetic())
     (folder / "test_batch.bin").write_bytes(b"\x00" * 3000)
     result = run_python("", "-m", "parity.cifar", "check", str(folder))
     assert result.returncode == 2, result.stderr
@@ -203,7 +205,7 @@ def test_normalize_equals_torchvision_transforms() -> None:
 
 
 def test_digits_folder_is_real_cifar_shaped_data(tmp_path: Path) -> None:
-    data = cifar.digits_as_cifar()
+    data = cifar_write.digits_as_cifar()
     assert data.train_images.shape == (1500, 3, 32, 32) and data.test_images.shape == (297, 3, 32, 32)
     assert set(np.unique(data.train_labels)) == set(range(10))
     assert data.train_images.max() == 255 and np.array_equal(data.train_images[:, 0], data.train_images[:, 2])
@@ -240,12 +242,12 @@ def test_download_refuses_unsafe_archives(tmp_path: Path, monkeypatch: pytest.Mo
     import urllib.request
 
     archive = _archive(tmp_path, members, symlink)
-    monkeypatch.setitem(cifar.ARCHIVES, "binary", cifar.Archive(archive.as_uri(), hashlib.md5(archive.read_bytes()).hexdigest(), cifar.BIN_DIR))
+    monkeypatch.setitem(cifar_download.ARCHIVES, "binary", cifar_download.Archive(archive.as_uri(), hashlib.md5(archive.read_bytes()).hexdigest(), cifar_data.BIN_DIR))
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: open(url.removeprefix("file://"), "rb"))  # noqa: SIM115
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CifarError, match="nothing was extracted") as info:
-        cifar.download(out, "binary")
+        cifar_download.download(out, "binary")
     assert "\n" not in str(info.value)
     assert list(out.iterdir()) == [] and not (tmp_path / "evil").exists()
 
@@ -258,17 +260,17 @@ def test_download_checks_the_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CifarError, match="published md5 c32a1d4ab5d03f1284b67883e8d87530"):
-        cifar.download(out, "binary")
+        cifar_download.download(out, "binary")
     assert list(out.iterdir()) == []
-    good = cifar.Archive(cifar.ARCHIVES["binary"].url, __import__("hashlib").md5(archive.read_bytes()).hexdigest(), cifar.BIN_DIR)
-    monkeypatch.setitem(cifar.ARCHIVES, "binary", good)
-    assert cifar.download(out, "binary") == out / cifar.BIN_DIR
-    assert (out / cifar.BIN_DIR / "batches.meta.txt").read_bytes() == b"a\nb\n"
+    good = cifar_download.Archive(cifar_download.ARCHIVES["binary"].url, __import__("hashlib").md5(archive.read_bytes()).hexdigest(), cifar_data.BIN_DIR)
+    monkeypatch.setitem(cifar_download.ARCHIVES, "binary", good)
+    assert cifar_download.download(out, "binary") == out / cifar_data.BIN_DIR
+    assert (out / cifar_data.BIN_DIR / "batches.meta.txt").read_bytes() == b"a\nb\n"
 
 
 def test_published_archives() -> None:
-    assert cifar.ARCHIVES["binary"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-    assert cifar.ARCHIVES["binary"].md5 == "c32a1d4ab5d03f1284b67883e8d87530"
-    assert cifar.ARCHIVES["python"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    assert cifar.ARCHIVES["python"].md5 == "c58f30108f718f92721af3b95e74349a"
-    assert sys.modules["parity.cifar"] is cifar
+    assert cifar_download.ARCHIVES["binary"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    assert cifar_download.ARCHIVES["binary"].md5 == "c32a1d4ab5d03f1284b67883e8d87530"
+    assert cifar_download.ARCHIVES["python"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert cifar_download.ARCHIVES["python"].md5 == "c58f30108f718f92721af3b95e74349a"
+    assert sys.modules["parity.cifar_download"] is cifar_download

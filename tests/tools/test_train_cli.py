@@ -25,9 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from parity.cifar import digits_as_cifar, write_binary_folder
+from parity.cifar_write import digits_as_cifar, write_binary_folder
 from parity.core.config import RECIPES, VGGConfig
-from parity.train import OUTPUT_FILES, Recipe, main, train
+from parity.train import main
+from parity.train_outputs import OUTPUT_FILES
+from parity.trainers import Recipe, train
 from tests.conftest import ROOT, run_python
 
 #: Max |keras step loss - torch step loss| / torch step loss over the first
@@ -89,7 +91,7 @@ def test_first_steps_agree_without_dropout(digits: Path) -> None:
 
 def test_step_check_bites(digits: Path) -> None:
     from parity.cifar import load_cifar10
-    from parity.train import epoch_orders
+    from parity.trainers import epoch_orders
 
     data = load_cifar10(digits).limit(TIGHT_STEPS * 32)
     recipe = Recipe(epochs=1, batch_size=32, lr=0.05, seed=0)
@@ -127,7 +129,8 @@ def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path, capsys: py
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The weights load back and give the accuracies the history reports.
-    from parity.cifar import load_cifar10, normalize
+    from parity.cifar import load_cifar10
+    from parity.cifar_data import normalize
 
     data = load_cifar10(digits).limit(800)
     x, y = normalize(data.test_images), data.test_labels
@@ -166,9 +169,10 @@ def test_signal_mid_training_stops_cleanly_in_process(
 ) -> None:
     """A signal delivered at the third optimizer step: one line, 128 + signum, nothing written."""
     from parity import train as train_module
+    from parity.trainers import TorchTrainer
 
     calls = []
-    step = train_module.TorchTrainer.step
+    step = TorchTrainer.step
 
     def step_then_signal(self: object, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         calls.append(1)
@@ -176,7 +180,7 @@ def test_signal_mid_training_stops_cleanly_in_process(
             signal.raise_signal(signum)
         return step(self, x, y)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(train_module.TorchTrainer, "step", step_then_signal)
+    monkeypatch.setattr(TorchTrainer, "step", step_then_signal)
     out = tmp_path / "run"
     args = ["--config", str(_config_file(tmp_path, TINY)), "--data", str(digits), "--framework", "torch", "--limit", "320"]
     assert main([*args, "--epochs", "5", "--batch-size", "32", "--threads", "1", "--output", str(out)]) == 128 + signum
