@@ -43,6 +43,7 @@ import numpy as np
 from parity.cifar_data import BIN_DIR, CHANNELS, CLASSES, PIXELS, PY_DIR, RECORD_BYTES, SIDE, TEST_FILE, TRAIN_FILES, CifarData, CifarError
 from parity.cifar_download import ARCHIVES, download
 from parity.cifar_write import digits_as_cifar, write_binary_folder, write_python_folder
+from parity.cli_runner import run_cli
 from parity.core.errors import first_line, os_reason
 
 __all__ = ["RestrictedUnpickler", "build_parser", "load_cifar10", "main"]
@@ -259,10 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point.
 
     Returns:
-        0 on success, 2 on a refused file or folder (one line on stderr).
+        0 on success, 2 on a refused file or folder (one line on stderr),
+        128 + the signal number when interrupted (no partial file left).
     """
     args = build_parser().parse_args(argv)
-    try:
+
+    def work() -> None:
         if args.command == "check":
             data = load_cifar10(args.folder)
             print(f"{data.source}: {len(data.train_images)} training, {len(data.test_images)} test images, {len(data.classes)} classes")
@@ -273,16 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer = write_binary_folder if args.format == "binary" else write_python_folder
             sub = BIN_DIR if args.format == "binary" else PY_DIR
             print(writer(Path(args.folder) / sub, data))
-    except CifarError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_reason(e)}; nothing was written. Received: {e.filename or type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; no partial file was left under a target name. Received: SIGINT", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_cli(
+        work,
+        usage_errors=(CifarError,),
+        interrupted_message="interrupted; no partial file was left under a target name",
+        finish=lambda _: 0,
+    )
 
 
 if __name__ == "__main__":

@@ -26,32 +26,25 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from parity.cifar import load_cifar10
+from parity.cli_runner import run_cli
+from parity.interrupts import abort_if_interrupted
 from parity.cifar_data import CifarError
 from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config
 from parity.core.errors import first_line, os_reason
 from parity.machine import cpu_name
 from parity.train_outputs import OUTPUT_FILES, write_outputs
-from parity.trainers import FRAMEWORKS, Recipe, train
+from parity.trainers import FRAMEWORKS, Curves, Recipe, train
 
 __all__ = ["build_parser", "main"]
 
 
 class UsageError(ValueError):
     """A user mistake: reported in one line, exit code 2."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM arrived: unwinds like KeyboardInterrupt."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,20 +136,6 @@ def _check_output(folder: str, force: bool, frameworks: Sequence[str]) -> Path:
     return out
 
 
-_received_signal: int | None = None
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    global _received_signal
-    _received_signal = signum
-    raise Interrupted(signum)
-
-
-def _abort_if_interrupted() -> None:
-    if _received_signal is not None:
-        raise Interrupted(_received_signal)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point.
 
@@ -167,18 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on bad input (one line on stderr), 128 + the signal
         number when interrupted (nothing written).
     """
-    global _received_signal
     args = build_parser().parse_args(argv)
     frameworks = FRAMEWORKS if args.framework == "both" else (args.framework,)
-    _received_signal = None
-    import threading
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     where = "before training"
-    written: list[Path] = []
-    try:
+
+    def work() -> tuple[Path, dict[str, Curves], list[Path]]:
+        nonlocal where
         recipe = _check_args(args)
         data = load_cifar10(args.data).limit(recipe.limit)
         config = _config(args, len(data.classes))
@@ -202,29 +175,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = "during training"
         curves, trainers = train(
             config, data, recipe, frameworks, jit_compile=args.jit_compile, quiet=args.quiet, threads=args.threads,
-            check=_abort_if_interrupted,
+            check=abort_if_interrupted,
         )
         where = "while writing the results"
-        written = write_outputs(out, config, recipe, data, curves, trainers, before_commit=_abort_if_interrupted)
-    except (UsageError, CifarError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except (Interrupted, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
-        print(
-            f"error: interrupted {where}; no file was left half-written (temporary files removed). "
-            f"Received: {signal.Signals(signum).name}",
-            file=sys.stderr,
-        )
-        return 128 + signum
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if not args.quiet:
-        finals = ", ".join(f"{n} {100 * c.test_acc[-1]:.2f}%" for n, c in curves.items())
-        print(f"Final test accuracy: {finals}. Wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    print(out)
-    return 0
+        written = write_outputs(out, config, recipe, data, curves, trainers, before_commit=abort_if_interrupted)
+        return out, curves, written
+
+    def finish(result: tuple[Path, dict[str, Curves], list[Path]]) -> int:
+        out, curves, written = result
+        if not args.quiet:
+            finals = ", ".join(f"{n} {100 * c.test_acc[-1]:.2f}%" for n, c in curves.items())
+            print(f"Final test accuracy: {finals}. Wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+        print(out)
+        return 0
+
+    return run_cli(
+        work,
+        usage_errors=(UsageError, CifarError),
+        interrupted_message=lambda e: f"interrupted {where}; no file was left half-written (temporary files removed)",
+        finish=finish,
+        keeps_swallowed_signals=True,
+    )
 
 
 if __name__ == "__main__":

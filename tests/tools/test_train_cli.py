@@ -168,7 +168,7 @@ def test_signal_mid_training_stops_cleanly_in_process(
     digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int
 ) -> None:
     """A signal delivered at the third optimizer step: one line, 128 + signum, nothing written."""
-    from parity import train as train_module
+    from parity import interrupts
     from parity.trainers import TorchTrainer
 
     calls = []
@@ -188,7 +188,7 @@ def test_signal_mid_training_stops_cleanly_in_process(
     assert len(errors) == 1 and "interrupted during training" in errors[0], errors
     assert errors[0].endswith(f"Received: {signal.Signals(signum).name}")
     assert list(out.iterdir()) == [] and len(calls) == 3
-    assert signal.getsignal(signal.SIGTERM) is not train_module._raise_interrupted  # the handler is restored
+    assert signal.getsignal(signal.SIGTERM) is not interrupts.raise_interrupted  # the handler is restored
 
 
 @pytest.mark.full
