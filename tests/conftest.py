@@ -39,6 +39,18 @@ CIFAR = VGGConfig(
 TINY_CONFIGS = {"tiny": TINY, "tiny_bn": TINY_BN, "cifar": CIFAR}
 
 
+#: Markers that keep a test out of the quick tier.
+NOT_QUICK = ("full", "slow", "extended")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects, so that -m quick sees the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``quick`` every test that is neither ``full``, ``slow`` nor ``extended``."""
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in NOT_QUICK):
+            item.add_marker(pytest.mark.quick)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_keras_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test gets its own Keras cache and torch hub cache."""
