@@ -20,8 +20,9 @@ Run alone (not by ``python -m benchmarks``): ``python -m benchmarks.export_speed
 (training steps of the CIFAR-10 recipe).
 
 Shared machinery: :mod:`benchmarks.harness` (timing, rounds, load recording,
-child processes, statistics, tables), :mod:`benchmarks.cpu` (CPU name and
-peak), :mod:`benchmarks.workers` (the throughput worker processes).
+statistics, the command line, tables), :mod:`benchmarks.children` (one-shot
+child processes, measured or not), :mod:`benchmarks.cpu` (CPU name and peak),
+:mod:`benchmarks.workers` (the throughput worker processes).
 """
 
 from __future__ import annotations

@@ -41,10 +41,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from benchmarks.children import check_output
 from benchmarks.cpu import read_cpuinfo
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, child_env, say, table
 
 #: (cell name, Keras backend or "torch-eager", TF_ENABLE_ONEDNN_OPTS, how the Keras model is run)
 CELLS: tuple[tuple[str, str, str, str], ...] = (
@@ -126,18 +127,16 @@ def cpu_description() -> str:
 
 
 def _env(backend: str, onednn: str) -> dict[str, str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.fspath(ROOT)}
-    env["KERAS_BACKEND"] = "tensorflow" if backend == "reference" else backend
-    if onednn:
-        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
-    return env
+    """The environment of a child on ``backend`` (``"reference"``: TensorFlow), with oneDNN set if ``onednn``."""
+    extra = {"TF_ENABLE_ONEDNN_OPTS": onednn} if onednn else {}
+    return child_env(ROOT, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow" if backend == "reference" else backend, **extra)
 
 
-def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[str, object]]:
+def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[str, Any]]:
     """Starts one worker per cell, then times ``calls`` batches per cell per round."""
     workers = []
     for name, backend, onednn, how in CELLS:
-        print(f"starting: {name}", file=sys.stderr, flush=True)
+        say(f"starting: {name}")
         proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER, backend, how, arch, str(batch)],
             cwd=ROOT, env=_env(backend, onednn), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -154,7 +153,7 @@ def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[
                 proc.stdin.write(f"{calls}\n")
                 proc.stdin.flush()
                 samples[name].append(batch / json.loads(proc.stdout.readline())["s_per_call"])
-            print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+            say(f"round {r + 1}/{rounds} done")
     finally:
         for _, proc in workers:
             proc.kill()
@@ -167,35 +166,40 @@ def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[
     return rows
 
 
-def run_load_memory(path: Path) -> list[dict[str, object]]:
+def run_load_memory(path: Path) -> list[dict[str, Any]]:
     """Peak RSS of ``VGG16(weights=PATH)`` per backend, each in a fresh process."""
     rows = []
     for backend in ("tensorflow", "jax", "torch"):
-        result = subprocess.run(
-            [sys.executable, "-c", _LOAD, os.fspath(path)], cwd=ROOT, env=_env(backend, ""), capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"load on {backend} failed: {result.stderr[-2000:]}")
-        base, peak, after = (float(v) for v in result.stdout.split()[-3:])
+        stdout = check_output(f"load on {backend}", [sys.executable, "-c", _LOAD, os.fspath(path)], _env(backend, ""))
+        base, peak, after = (float(v) for v in stdout.split()[-3:])
         rows.append({"backend": backend, "imports_mib": base, "peak_mib": peak, "peak_above_imports_mib": peak - base,
                      "after_mib": after})  # fmt: skip
     return rows
 
 
-def markdown(results: dict[str, object]) -> str:
+def markdown(results: dict[str, Any]) -> str:
     """The two tables."""
     lines = [f"CPU: {results['cpu']}", "", f"Throughput, {results['arch']} at 224x224, batch {results['batch']}, fp32, "
-             f"median of {results['rounds']} rounds:", "", "| cell | images/s | range | vs torch eager |", "|---|---|---|---|"]  # fmt: skip
-    for row in results["throughput"]:  # type: ignore[union-attr]
-        lines.append(f"| {row['cell']} | {row['images_per_s']:.1f} | {row['min']:.1f}–{row['max']:.1f} | {row['vs_torch']:.2f}x |")
-    lines += ["", "Loading `vgg_keras.VGG16(weights=PATH)` (528 MiB of weights), peak RSS:", "",
-              "| backend | after imports (MiB) | peak (MiB) | peak above imports (MiB) |", "|---|---|---|---|"]  # fmt: skip
-    for row in results["load"]:  # type: ignore[union-attr]
-        lines.append(f"| {row['backend']} | {row['imports_mib']:.0f} | {row['peak_mib']:.0f} | {row['peak_above_imports_mib']:.0f} |")
+             f"median of {results['rounds']} rounds:", ""]  # fmt: skip
+    lines += table(["cell", "images/s", "range", "vs torch eager"], "llll", (
+        [row["cell"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}–{row['max']:.1f}", f"{row['vs_torch']:.2f}x"] for row in results["throughput"]
+    ))  # fmt: skip
+    lines += ["", "Loading `vgg_keras.VGG16(weights=PATH)` (528 MiB of weights), peak RSS:", ""]
+    lines += table(["backend", "after imports (MiB)", "peak (MiB)", "peak above imports (MiB)"], "llll", (
+        [row["backend"], f"{row['imports_mib']:.0f}", f"{row['peak_mib']:.0f}", f"{row['peak_above_imports_mib']:.0f}"] for row in results["load"]
+    ))  # fmt: skip
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Measures both questions and prints the tables.
+
+    Args:
+        argv: Arguments without the program name.
+
+    Returns:
+        Exit code.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="vgg16")
     parser.add_argument("--batch", type=int, default=8)
@@ -206,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.calls = 2, 1
-    results: dict[str, object] = {"cpu": cpu_description(), "arch": args.arch, "batch": args.batch, "rounds": args.rounds}
+    results: dict[str, Any] = {"cpu": cpu_description(), "arch": args.arch, "batch": args.batch, "rounds": args.rounds}
     results["throughput"] = run_throughput(args.arch, args.batch, args.rounds, args.calls)
     with tempfile.TemporaryDirectory(prefix="vgg-bench-") as tmp:
         path = Path(tmp) / "vgg16.weights.h5"

@@ -14,12 +14,11 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import MIB, SIZE, ChildRun, base_parser, rng, rss_mib, run, run_child, say, summarize
+from benchmarks.children import ChildRun, Children, child_imports, child_row, entry
+from benchmarks.harness import MIB, SIZE, Option, Section, command, rng, rss_mib, say, summarize, table
 
 __all__ = ["main", "run_cold"]
 
@@ -71,71 +71,51 @@ def _child_cold(which: str, path: str, spawned: float) -> None:
 
 
 
-def _child_main(argv: list[str]) -> None:
-    """Entry point of the single-purpose children (``--child NAME ARGS...``)."""
-    name, rest = argv[0], argv[1:]
-    if name == "imports":
-        import keras  # noqa: F401
+def _child_apps_weights(argv: list[str]) -> None:
+    """Saves a randomly initialized keras.applications VGG16's weights to ``argv[0]``."""
+    import keras
 
-        import vgg_keras  # noqa: F401
-    elif name == "apps-weights":
-        import keras
-
-        keras.applications.VGG16(weights=None, classifier_activation=None).save_weights(rest[0])
-    elif name == "cold":
-        _child_cold(rest[0], rest[1], float(rest[2]))
-    else:
-        raise SystemExit(f"unknown child {name!r}")
+    keras.applications.VGG16(weights=None, classifier_activation=None).save_weights(argv[0])
 
 
-def run_cold(args: argparse.Namespace, env: dict[str, str], workdir: Path, cores: int) -> dict[str, Any]:
+#: The single-purpose children (``--child NAME ARGS...``).
+CHILDREN: dict[str, Callable[[list[str]], None]] = {
+    "imports": child_imports,
+    "apps-weights": _child_apps_weights,
+    "cold": lambda argv: _child_cold(argv[0], argv[1], float(argv[2])),
+}
+
+
+def run_cold(section: Section) -> dict[str, Any]:
     """Cold loads of the two files, alternating, after the Keras-only import footprint.
 
     Args:
-        args: Parsed command line.
-        env: Environment of the children.
-        workdir: Folder for the files made and the logs.
-        cores: CPUs of the machine.
+        section: The command line, the children's environment, the folder for files and logs, the CPU.
 
     Returns:
-        Runs, summaries and file sizes.
+        The file sizes, the import footprint, a summary row per load and every run.
     """
-    py = sys.executable
-    me = str(Path(__file__).resolve())
-    cwd = args.project_root
+    args, workdir, children = section.args, section.workdir, Children.of(__file__, section)
+    child = children.run
     converted = workdir / "vgg16_cli.weights.h5"
     apps_file = workdir / "vgg16_apps.weights.h5"
 
-    def child(label: str, argv: list[str]) -> ChildRun:
-        """Runs and logs one measured child."""
-        run = run_child(label, argv, env, cwd, workdir / f"{label.replace(' ', '_').replace('/', '_')}.log", cores)
-        say(f"  {label:<40} {run.wall_s:6.1f} s  peak RSS {run.peak_mib:7.0f} MiB  (others' CPU {run.others_share:.0%})")
-        return run
-
     say("  preparing files")
-    child("convert vgg16 (random, no verify)", [
-        py, "-m", "parity.convert", "vgg16", "--init", "random", "--seed", "0", "--force", "--quiet", "--output", str(converted), "--no-verify",
-    ])
-    child("make keras.applications file", [py, me, "--child", "apps-weights", str(apps_file)])
-    imports = [child("imports keras", [py, me, "--child", "imports"]) for _ in range(args.cold_repeats)]
+    child("convert vgg16 (random, no verify)", children.convert(converted, "--no-verify"))
+    child("make keras.applications file", children.own("apps-weights", str(apps_file)))
+    imports = [child("imports keras", children.own("imports")) for _ in range(args.cold_repeats)]
     base_keras = statistics.median(r.peak_mib for r in imports)
     cold: dict[str, list[ChildRun]] = {"vgg_keras.VGG16(weights=PATH)": [], "keras.applications.VGG16(weights=PATH2)": []}
     for r in range(args.cold_repeats):
         for which, label in ([("vgg_keras", converted), ("apps", apps_file)] if r % 2 == 0 else [("apps", apps_file), ("vgg_keras", converted)]):
             name = "vgg_keras.VGG16(weights=PATH)" if which == "vgg_keras" else "keras.applications.VGG16(weights=PATH2)"
-            cold[name].append(child(f"cold {which}", [py, me, "--child", "cold", which, str(label), repr(time.time())]))
+            cold[name].append(child(f"cold {which}", children.own("cold", which, str(label), repr(time.time()))))
     cold_rows = []
     for name, rs in cold.items():
-        parsed = [json.loads(r.stdout.strip().splitlines()[-1]) for r in rs]
-        row = {
-            "run": name,
-            "wall_s": summarize([r.wall_s for r in rs]),
-            "peak_mib": statistics.median(r.peak_mib for r in rs),
-            "above_imports_mib": statistics.median(r.peak_mib for r in rs) - base_keras,
-            "others_share": statistics.median(r.others_share for r in rs),
-            **{k: summarize([p[k] for p in parsed]) for k in parsed[0]},
-        }
-        cold_rows.append(row)
+        parsed = [r.result() for r in rs]
+        row = child_row(name, rs)
+        row["above_imports_mib"] = row["peak_mib"] - base_keras
+        cold_rows.append({**row, **{k: summarize([p[k] for p in parsed]) for k in parsed[0]}})
     return {
         "files_mib": {p.name: p.stat().st_size / MIB for p in (converted, apps_file) if p.exists()},
         "imports_peak_mib": {"keras": base_keras},
@@ -152,11 +132,13 @@ def render(results: dict[str, Any]) -> list[str]:
                + ", ".join(f"{k} {v:.0f} MiB" for k, v in cc["files_mib"].items() if not k.endswith(".pth"))
                + f"; 'above imports' subtracts the keras + vgg_keras import footprint ({cc['imports_peak_mib']['keras']:.0f} MiB).")
     out.append("")
-    out.append("| load | to first logits s | interpreter s | imports s | build + load s | first call s | peak RSS MiB | above imports MiB |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in cc["cold"]:
-        out.append(f"| {row['run']} | {rng(row['to_first_logits_s'])} | {row['interpreter_s']['median']:.2f} | {row['imports_s']['median']:.2f} | "
-                   f"{row['build_and_load_s']['median']:.2f} | {row['first_call_s']['median']:.2f} | {row['peak_mib']:.0f} | {row['above_imports_mib']:.0f} |")
+    out += table(
+        ["load", "to first logits s", "interpreter s", "imports s", "build + load s", "first call s", "peak RSS MiB", "above imports MiB"],
+        "lrrrrrrr",
+        ([row["run"], rng(row["to_first_logits_s"]), f"{row['interpreter_s']['median']:.2f}", f"{row['imports_s']['median']:.2f}",
+          f"{row['build_and_load_s']['median']:.2f}", f"{row['first_call_s']['median']:.2f}", f"{row['peak_mib']:.0f}",
+          f"{row['above_imports_mib']:.0f}"] for row in cc["cold"]),
+    )  # fmt: skip
     sha = [r for r in cc["cold"] if "sha256_s" in r]
     if sha:
         out.append("")
@@ -165,24 +147,8 @@ def render(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the cold loads and prints the report.
-
-    Args:
-        argv: Arguments without the program name.
-
-    Returns:
-        Exit code.
-    """
-    p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--cold-repeats", type=int, help="runs of each cold load (default 3; quick 1)")
-    args = p.parse_args(argv)
-    args.cold_repeats = args.cold_repeats or (1 if args.quick else 3)
-    return run(args, {"cold": lambda a, env, wd, peak, fma: run_cold(a, env, wd, peak["cores"])}, render)
+main = command(__doc__, {"cold": run_cold}, render, [Option("--cold-repeats", "runs of each cold load", 3, 1)])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child_main(sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(entry(main, CHILDREN))

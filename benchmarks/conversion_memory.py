@@ -16,13 +16,12 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import MIB, ChildRun, base_parser, rng, run, run_child, say, summarize
+from benchmarks.children import ChildRun, Children, child_imports, child_row, entry
+from benchmarks.harness import MIB, Option, Section, command, proc_status_mib, rng, say, table
 
 __all__ = ["main", "run_conversion"]
 
@@ -76,8 +76,6 @@ def _child_trace_convert(cli_args: list[str]) -> None:
     phase's own high-water mark is seen. Phases whose function has been renamed
     are simply not reported.
     """
-    import functools
-
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
@@ -90,12 +88,7 @@ def _child_trace_convert(cli_args: list[str]) -> None:
 
     def status() -> dict[str, float]:
         """VmRSS and VmHWM of this process in MiB."""
-        d = {}
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
-                    d[line.split(":")[0]] = int(line.split()[1]) / 1024
-        return d
+        return proc_status_mib("VmRSS", "VmHWM")
 
     phases: list[dict[str, Any]] = [{"phase": "imports", "rss_mib": status()["VmRSS"], "peak_mib": status()["VmHWM"], "s": 0.0}]
 
@@ -137,73 +130,53 @@ def _child_trace_convert(cli_args: list[str]) -> None:
 
 
 
-def _child_main(argv: list[str]) -> None:
-    """Entry point of the single-purpose children (``--child NAME ARGS...``)."""
-    name, rest = argv[0], argv[1:]
-    if name == "imports":
-        if "torch" in rest:
-            import torch  # noqa: F401
-            import torchvision  # noqa: F401
-        import keras  # noqa: F401
+def _child_make_pth(argv: list[str]) -> None:
+    """Saves a randomly initialized torchvision vgg16's state dict (seed 0) to ``argv[0]``."""
+    import torch
+    import torchvision
 
-        import vgg_keras  # noqa: F401
-    elif name == "make-pth":
-        import torch
-        import torchvision
-
-        torch.manual_seed(0)
-        torch.save(torchvision.models.vgg16().state_dict(), rest[0])
-    elif name == "floor":
-        _child_floor(rest[0], rest[1])
-    elif name == "keras-route":
-        _child_keras_route(rest[0], rest[1])
-    elif name == "trace-convert":
-        _child_trace_convert(rest)
-    else:
-        raise SystemExit(f"unknown child {name!r}")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.vgg16().state_dict(), argv[0])
 
 
-def run_conversion(args: argparse.Namespace, env: dict[str, str], workdir: Path, cores: int) -> dict[str, Any]:
+#: The single-purpose children (``--child NAME ARGS...``).
+CHILDREN: dict[str, Callable[[list[str]], None]] = {
+    "imports": child_imports,
+    "make-pth": _child_make_pth,
+    "floor": lambda argv: _child_floor(argv[0], argv[1]),
+    "keras-route": lambda argv: _child_keras_route(argv[0], argv[1]),
+    "trace-convert": _child_trace_convert,
+}
+
+
+def run_conversion(section: Section) -> dict[str, Any]:
     """Conversion cost: every command in alternating order, then (not quick) the phase traces.
 
     Args:
-        args: Parsed command line.
-        env: Environment of the children.
-        workdir: Folder for the files made and the logs.
-        cores: CPUs of the machine.
+        section: The command line, the children's environment, the folder for files and logs, the CPU.
 
     Returns:
-        Runs, summaries and file sizes.
+        The checkpoint and file sizes, the import footprints, a summary row per command, every run and the traces.
     """
-    py = sys.executable
-    me = str(Path(__file__).resolve())
-    cwd = args.project_root
+    args, workdir, children = section.args, section.workdir, Children.of(__file__, section)
+    child, own = children.run, children.own
     pth = workdir / "vgg16_random.pth"
     converted = workdir / "vgg16_cli.weights.h5"
 
-    def child(label: str, argv: list[str]) -> ChildRun:
-        """Runs and logs one measured child."""
-        run = run_child(label, argv, env, cwd, workdir / f"{label.replace(' ', '_').replace('/', '_')}.log", cores)
-        say(f"  {label:<40} {run.wall_s:6.1f} s  peak RSS {run.peak_mib:7.0f} MiB  (others' CPU {run.others_share:.0%})")
-        return run
-
     say("  preparing files")
-    child("make .pth", [py, me, "--child", "make-pth", str(pth)])
-    cli = [py, "-m", "parity.convert", "vgg16", "--init", "random", "--seed", "0", "--force", "--quiet", "--output"]
+    child("make .pth", own("make-pth", str(pth)))
     commands: dict[str, list[str]] = {
-        "imports torch+torchvision+keras": [py, me, "--child", "imports", "torch"],
-        "imports keras": [py, me, "--child", "imports"],
-        "CLI --init random --no-verify": [*cli, str(converted), "--no-verify"],
-        "CLI --init random (verify)": [*cli, str(workdir / "vgg16_cli_verified.weights.h5")],
+        "imports torch+torchvision+keras": own("imports", "torch"),
+        "imports keras": own("imports"),
+        "CLI --init random --no-verify": children.convert(converted, "--no-verify"),
+        "CLI --init random (verify)": children.convert(workdir / "vgg16_cli_verified.weights.h5"),
         "CLI --checkpoint .pth --no-verify": [
-            py, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force", "--quiet",
+            sys.executable, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force", "--quiet",
             "--output", str(workdir / "vgg16_ckpt.weights.h5"),
         ],
-        "floor: load .pth, write its tensors to HDF5": [py, me, "--child", "floor", str(pth), str(workdir / "vgg16_floor.h5")],
-        "Keras route: load .pth, build, assign, save_weights": [
-            py, me, "--child", "keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5"),
-        ],
-    }
+        "floor: load .pth, write its tensors to HDF5": own("floor", str(pth), str(workdir / "vgg16_floor.h5")),
+        "Keras route: load .pth, build, assign, save_weights": own("keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5")),
+    }  # fmt: skip
     runs: dict[str, list[ChildRun]] = {k: [] for k in commands}
     names = list(commands)
     for r in range(args.conversion_repeats):
@@ -212,23 +185,18 @@ def run_conversion(args: argparse.Namespace, env: dict[str, str], workdir: Path,
     trace: dict[str, list[dict[str, Any]]] = {}
     if not args.quick:
         for label, extra in [("--no-verify", ["--no-verify"]), ("verifying", [])]:
-            t = child(f"phase trace of the CLI ({label})", [py, me, "--child", "trace-convert", "vgg16", "--init", "random",
-                                                            *extra, "--force", "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")])
-            trace[label] = json.loads(t.stdout.strip().splitlines()[-1])["phases"]
+            t = child(f"phase trace of the CLI ({label})", own("trace-convert", "vgg16", "--init", "random", *extra, "--force",
+                                                               "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")))
+            trace[label] = t.result()["phases"]
 
     checkpoint_mib = pth.stat().st_size / MIB
     base_torch = statistics.median(r.peak_mib for r in runs["imports torch+torchvision+keras"])
     base_keras = statistics.median(r.peak_mib for r in runs["imports keras"])
     conv_rows = []
     for name, rs in runs.items():
-        peak = statistics.median(r.peak_mib for r in rs)
-        row = {
-            "run": name,
-            "wall_s": summarize([r.wall_s for r in rs]),
-            "peak_mib": peak,
-            "peak_max_mib": max(r.peak_mib for r in rs),
-            "others_share": statistics.median(r.others_share for r in rs),
-        }
+        row = child_row(name, rs)
+        peak = row["peak_mib"]
+        row["peak_max_mib"] = max(r.peak_mib for r in rs)
         if not name.startswith("imports"):
             row["above_imports_mib"] = peak - base_torch
             row["x_checkpoint"] = (peak - base_torch) / checkpoint_mib
@@ -253,42 +221,25 @@ def render(results: dict[str, Any]) -> list[str]:
                    f"'above imports' subtracts the import footprint of torch+torchvision+keras+vgg_keras "
                    f"({cc['imports_peak_mib']['torch+torchvision+keras']:.0f} MiB).")
         out.append("")
-        out.append("| run | wall s | peak RSS MiB | above imports MiB | x checkpoint | others |")
-        out.append("|---|---:|---:|---:|---:|---:|")
-        for row in cc["conversion"]:
-            above = f"{row['above_imports_mib']:.0f}" if "above_imports_mib" in row else "-"
-            mult = f"{row['x_checkpoint']:.2f}" if "x_checkpoint" in row else "-"
-            out.append(f"| {row['run']} | {rng(row['wall_s'], '.1f')} | {row['peak_mib']:.0f} | {above} | {mult} | {row['others_share']:.0%} |")
+        out += table(["run", "wall s", "peak RSS MiB", "above imports MiB", "x checkpoint", "others"], "lrrrrr", (
+            [row["run"], rng(row["wall_s"], ".1f"), f"{row['peak_mib']:.0f}",
+             f"{row['above_imports_mib']:.0f}" if "above_imports_mib" in row else "-",
+             f"{row['x_checkpoint']:.2f}" if "x_checkpoint" in row else "-", f"{row['others_share']:.0%}"]
+            for row in cc["conversion"]
+        ))  # fmt: skip
         out.append("")
         for label, phases in (cc.get("trace") or {}).items():
             out.append(f"Phases of `python -m parity.convert vgg16 --init random` ({label}; RSS after the phase; peak within it):")
             out.append("")
-            out.append("| phase | s | RSS after MiB | peak in phase MiB |")
-            out.append("|---|---:|---:|---:|")
-            for p in phases:
-                out.append(f"| {p['phase']} | {p['s']:.1f} | {p['rss_mib']:.0f} | {p['peak_mib']:.0f} |")
+            out += table(["phase", "s", "RSS after MiB", "peak in phase MiB"], "lrrr", (
+                [p["phase"], f"{p['s']:.1f}", f"{p['rss_mib']:.0f}", f"{p['peak_mib']:.0f}"] for p in phases
+            ))  # fmt: skip
             out.append("")
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the conversions and prints the report.
-
-    Args:
-        argv: Arguments without the program name.
-
-    Returns:
-        Exit code.
-    """
-    p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--conversion-repeats", type=int, help="runs of each conversion process (default 2; quick 1)")
-    args = p.parse_args(argv)
-    args.conversion_repeats = args.conversion_repeats or (1 if args.quick else 2)
-    return run(args, {"conversion": lambda a, env, wd, peak, fma: run_conversion(a, env, wd, peak["cores"])}, render)
+main = command(__doc__, {"conversion": run_conversion}, render, [Option("--conversion-repeats", "runs of each conversion process", 2, 1)])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _child_main(sys.argv[2:])
-    else:
-        sys.exit(main())
+    sys.exit(entry(main, CHILDREN))

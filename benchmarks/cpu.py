@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

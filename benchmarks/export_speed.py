@@ -19,12 +19,15 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+
+from benchmarks.children import check_output
+from benchmarks.cpu import read_cpuinfo
+from benchmarks.harness import ROOT, child_env, say, table
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -82,38 +85,23 @@ print(json.dumps({"load_s": load_s, "latency_ms": 1000 * float(np.median(lat)), 
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``lscpu``), its core count and whether AVX-512 is there."""
-    name = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        flags = "AVX-512" if "avx512f" in info else "no AVX-512"
-    except OSError:
-        flags = "flags unknown"
+    """The CPU's model name (``/proc/cpuinfo``), its core count and whether AVX-512 is there."""
+    cpu = read_cpuinfo()
+    name = cpu.model_name if cpu.model_name != "unknown" else platform.processor() or "unknown CPU"
+    flags = ("AVX-512" if "avx512f" in cpu.flags else "no AVX-512") if cpu.flags else "flags unknown"
     return f"{name}, {os.cpu_count()} vCPUs, {flags}"
 
 
 def _size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(kind: str, path: Path | None, weights: Path, repeats: int) -> dict[str, float]:
+def measure(kind: str, path: Path | None, weights: Path, repeats: int) -> dict[str, Any]:
     """Runs one runtime in a child process and returns its figures."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, os.fspath(path or ""), os.fspath(weights), str(repeats)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=Path(__file__).resolve().parents[1],
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = [sys.executable, "-c", CHILD, kind, os.fspath(path or ""), os.fspath(weights), str(repeats)]
+    stdout = check_output(kind, argv, child_env(ROOT, TF_CPP_MIN_LOG_LEVEL="3"))
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,14 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(kind, path, args.weights, args.repeats)
         figures.update(label=label, size_mb=_size(sized) / 1e6)
         rows.append(figures)
-        print(f"  {label}: {figures} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    print("| runtime | file size | latency, batch 1 | throughput, batch 8 | peak RSS | load |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['label']} | {r['size_mb']:.0f} MB | {r['latency_ms']:.0f} ms | {r['throughput']:.1f} img/s | "
-            f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['load_s']:.1f} s |"
-        )
+        say(f"  {label}: {figures} ({time.perf_counter() - started:.0f} s)")
+    print("\n".join(table(["runtime", "file size", "latency, batch 1", "throughput, batch 8", "peak RSS", "load"], "llllll", (
+        [r["label"], f"{r['size_mb']:.0f} MB", f"{r['latency_ms']:.0f} ms", f"{r['throughput']:.1f} img/s",
+         f"{r['peak_rss_mb'] / 1024:.2f} GB", f"{r['load_s']:.1f} s"] for r in rows
+    ))))  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
     return 0

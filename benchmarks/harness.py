@@ -1,11 +1,12 @@
-"""What every benchmark shares: timing, rounds, load recording, child processes, statistics, the command line, tables.
+"""What every benchmark shares: timing, rounds, load recording, statistics, the command line, tables.
 
 Each benchmark module (``inference_speed``, ``conversion_memory``,
-``cold_load``) answers one question and calls :func:`run` with its own
-measurement and table. A sample records the CPU other processes used
-meanwhile (``/proc/stat`` minus the sample's own CPU time), because on a
-shared machine that is the main source of noise; a measured child process's
-peak memory is its own ``ru_maxrss`` (from ``os.wait4``).
+``cold_load``) answers one question and makes its ``main`` with
+:func:`command` from its own measurement, table and options. A sample
+records the CPU other processes used meanwhile (``/proc/stat`` minus the
+sample's own CPU time), because on a shared machine that is the main source
+of noise. One-shot child processes (measured or not) are
+:mod:`benchmarks.children`'s.
 
 torch and TensorFlow never share a worker; the children that need both (the
 conversions) import torch and torchvision first, as importing torchvision after
@@ -19,14 +20,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -34,14 +34,48 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.cpu import SIZE, cpu_peak, measure_fma_peak, read_cpuinfo  # noqa: E402  (after the path is set)
 
-__all__ = ["MIB", "QUIET_SHARE", "SIZE", "ChildRun", "base_parser", "run", "run_child", "say", "summarize", "timed"]
+__all__ = [
+    "MIB", "QUIET_SHARE", "ROOT", "SIZE", "Main", "Option", "Section", "base_parser", "child_env", "command",
+    "proc_status_mib", "rng", "rss_mib", "run", "say", "summarize", "system_busy_seconds", "table", "timed",
+]
 
 MIB = 1024 * 1024
 #: A sample is "quiet" when other processes used less than this share of all cores meanwhile.
 QUIET_SHARE = 0.15
 
-#: One benchmark's work: (args, env, workdir, peak, fma) -> its results.
-Measure = Callable[[argparse.Namespace, dict[str, str], Path, dict[str, Any], "dict[str, Any] | None"], dict[str, Any]]
+
+@dataclass(frozen=True)
+class Section:
+    """What one section of a benchmark measures with.
+
+    Attributes:
+        args: Parsed command line.
+        env: Environment of its child processes.
+        workdir: Folder for the files it makes and the logs.
+        peak: Output of :func:`benchmarks.cpu.cpu_peak`.
+        fma: Output of :func:`benchmarks.cpu.measure_fma_peak`, or ``None``.
+    """
+
+    args: argparse.Namespace
+    env: dict[str, str]
+    workdir: Path
+    peak: dict[str, Any]
+    fma: dict[str, Any] | None
+
+    @property
+    def cores(self) -> int:
+        """CPUs of the machine."""
+        return int(self.peak["cores"])
+
+
+#: One section's work: its :class:`Section` -> its results.
+Measure = Callable[[Section], dict[str, Any]]
+
+
+class Main(Protocol):
+    """A benchmark's ``main``: parses ``argv`` (default: the command line), measures, prints; returns the exit code."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
 
 
 def system_busy_seconds() -> float:
@@ -136,74 +170,59 @@ def rng(s: dict[str, float], fmt: str = ".2f") -> str:
     return f"{s['median']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
 
 
-@dataclass
-class ChildRun:
-    """One measured child process.
-
-    Attributes:
-        label: Name in tables.
-        wall_s: Wall time from spawn to exit.
-        peak_mib: The child's peak RSS (``ru_maxrss``).
-        cpu_s: The child's user + system CPU time.
-        others_share: CPU other processes used meanwhile, as a share of all cores.
-        stdout: What it printed.
-    """
-
-    label: str
-    wall_s: float
-    peak_mib: float
-    cpu_s: float
-    others_share: float
-    stdout: str = ""
-
-
-def run_child(label: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path, cores: int) -> ChildRun:
-    """Runs one child to completion and takes its own resource usage.
-
-    ``os.wait4`` returns the usage of exactly that child, so the peak RSS is
-    its own, not the maximum over earlier children.
+def child_env(root: Path, **extra: str) -> dict[str, str]:
+    """This process's environment with ``root`` first on ``PYTHONPATH``, and ``extra`` set.
 
     Args:
-        label: Name in tables.
-        argv: Command line.
-        env: Environment.
-        cwd: Working directory.
-        log: File receiving the child's stderr.
-        cores: CPUs of the machine, to express others' CPU as a share.
+        root: Checkout whose packages the children import.
+        **extra: Variables to set.
 
     Returns:
-        The measurements.
-
-    Raises:
-        RuntimeError: If the child fails.
+        The environment.
     """
-    with open(log, "wb") as err, tempfile.TemporaryFile() as out:
-        busy0 = system_busy_seconds()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        busy = system_busy_seconds() - busy0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        stdout = out.read().decode(errors="replace")
-    cpu = usage.ru_utime + usage.ru_stime
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{label} failed (exit code {proc.returncode}): {' '.join(argv)}\n{tail}")
-    return ChildRun(label, wall, usage.ru_maxrss / 1024, cpu, max(0.0, busy - cpu) / (wall * cores), stdout)
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def table(columns: Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table.
+
+    Args:
+        columns: Header cells.
+        align: One letter a column: ``l`` (``---``) or ``r`` (``---:``).
+        rows: Cells, already formatted.
+
+    Returns:
+        The header, the separator and one line a row.
+    """
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def proc_status_mib(*fields: str) -> dict[str, float]:
+    """Memory fields of ``/proc/self/status`` in MiB.
+
+    Args:
+        *fields: Names such as ``"VmRSS"`` (now) and ``"VmHWM"`` (peak).
+
+    Returns:
+        Field -> MiB; empty where /proc is absent.
+    """
+    found: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in fields:
+                    found[name] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return found
 
 
 def rss_mib() -> float:
     """Current RSS of this process in MiB (0 where /proc is absent)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return proc_status_mib("VmRSS").get("VmRSS", 0.0)
 
 
 def say(msg: str) -> None:
@@ -241,6 +260,75 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True)
+class Option:
+    """An option of one benchmark whose default depends on ``--quick``.
+
+    Attributes:
+        flag: The option, e.g. ``"--rounds"``.
+        what: Its help, without the defaults.
+        full: Default of a full run.
+        quick: Default with ``--quick``.
+        type: Converter of one value.
+        many: Whether it takes one or more values.
+    """
+
+    flag: str
+    what: str
+    full: Any
+    quick: Any
+    type: Callable[[str], Any] = int
+    many: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The attribute it sets on the parsed arguments."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def help(self) -> str:
+        """Its help, with both defaults."""
+
+        def shown(v: Any) -> str:
+            return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+        return f"{self.what} (default {shown(self.full)}; quick {shown(self.quick)})"
+
+
+def command(
+    doc: str,
+    sections: dict[str, Measure],
+    render: Callable[[dict[str, Any]], list[str]],
+    options: Sequence[Option] = (),
+    switches: dict[str, str] | None = None,
+) -> Main:
+    """A benchmark's ``main``: :func:`base_parser` and its own options, then :func:`run`.
+
+    Args:
+        doc: The module's docstring; its first paragraph describes the command.
+        sections: Result key -> the measurement that fills it.
+        render: Results -> the report's lines after the CPU's.
+        options: Options whose default depends on ``--quick``.
+        switches: On/off flags -> their help.
+
+    Returns:
+        The benchmark's ``main``.
+    """
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        p = base_parser(doc.split("\n\n")[0])
+        for o in options:
+            p.add_argument(o.flag, type=o.type, nargs="+" if o.many else None, help=o.help())
+        for flag, what in (switches or {}).items():
+            p.add_argument(flag, action="store_true", help=what)
+        args = p.parse_args(argv)
+        for o in options:
+            setattr(args, o.dest, getattr(args, o.dest) or (o.quick if args.quick else o.full))
+        return run(args, sections, render)
+
+    main.__doc__ = f"Runs: {doc.splitlines()[0]} (``--help`` for the options).\n\nReturns the exit code."
+    return main
+
+
 def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable[[dict[str, Any]], list[str]]) -> int:
     """Measures the CPU, runs each section, prints the report and saves the results.
 
@@ -256,13 +344,7 @@ def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable
     args.project_root = args.project_root.resolve()
     cpu = read_cpuinfo()
     peak = cpu_peak(cpu, args.ghz, args.flops_per_cycle)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(args.project_root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "KERAS_BACKEND": "tensorflow",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = child_env(args.project_root, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     results: dict[str, Any] = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "peak": peak,
@@ -284,7 +366,7 @@ def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable
         results["fma"] = fma = measure_fma_peak(workdir, peak["cores"])
         for key, measure in sections.items():
             say(key)
-            results[key] = measure(args, env, workdir, peak, fma)
+            results[key] = measure(Section(args, env, workdir, peak, fma))
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -20,7 +20,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu import model_macs
-from benchmarks.harness import QUIET_SHARE, SIZE, base_parser, is_quiet, rng, run, say, summarize, wait_for_quiet
+from benchmarks.harness import QUIET_SHARE, SIZE, Option, Section, command, is_quiet, rng, say, summarize, table, wait_for_quiet
 from benchmarks.workers import Worker, WorkerSpec
 
 __all__ = ["main", "run_throughput", "summarize_throughput"]
@@ -91,21 +90,16 @@ def _cells(specs: list[WorkerSpec], batches: Sequence[int]) -> list[tuple[int, s
     return cells
 
 
-def run_throughput(
-    args: argparse.Namespace, env: dict[str, str], workdir: Path, peak: dict[str, Any], fma: dict[str, Any] | None
-) -> dict[str, Any]:
+def run_throughput(section: Section) -> dict[str, Any]:
     """Interleaved throughput rounds across worker processes.
 
     Args:
-        args: Parsed command line.
-        env: Environment of the workers.
-        workdir: Folder for worker logs.
-        peak: Output of :func:`benchmarks.cpu.cpu_peak`.
-        fma: Output of :func:`benchmarks.cpu.measure_fma_peak`, or ``None``.
+        section: The command line, the workers' environment, the folder for their logs, the CPU's peak and FMA rate.
 
     Returns:
         Worker info, warm-up figures, raw samples and per-cell summaries.
     """
+    args, env, workdir, peak, fma = section.args, section.env, section.workdir, section.peak, section.fma
     specs = throughput_specs(args.diagnose)
     batches = tuple(args.batches)
     workers: list[Worker] = []
@@ -117,9 +111,10 @@ def run_throughput(
         cells = _cells(specs, batches)
         prep: dict[str, dict[str, Any]] = {}
         for i, model, batch, path in cells:
-            r = workers[i].request(op="prepare", model=model, batch=batch, path=path, target_s=args.target_seconds)
-            prep[_key(i, model, batch, path)] = r
-            say(f"  warm-up {specs[i].label:<38} {model:<10} b{batch} {path:<8} first call {r['first_call_s']:6.2f} s, then {r['warm_s']:.3f} s/batch")
+            ready = workers[i].request(op="prepare", model=model, batch=batch, path=path, target_s=args.target_seconds)
+            prep[_key(i, model, batch, path)] = ready
+            say(f"  warm-up {specs[i].label:<38} {model:<10} b{batch} {path:<8} first call {ready['first_call_s']:6.2f} s, "
+                f"then {ready['warm_s']:.3f} s/batch")
         samples: dict[str, list[dict[str, float]]] = {_key(*c): [] for c in cells}
         budget = args.quiet_budget
         waited = 0.0
@@ -238,6 +233,11 @@ def summarize_throughput(
 
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A row's runtime / path cell: the worker, and for Keras workers the path."""
+    return row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
+
+
 def render(results: dict[str, Any]) -> list[str]:
     """The throughput tables (and the keras.applications comparison) as markdown lines."""
     out: list[str] = []
@@ -254,19 +254,20 @@ def render(results: dict[str, Any]) -> list[str]:
         out.append("% of peak: of the theoretical peak above; % measured: of the cores x one core's measured FMA rate; "
                    "per CPU-s: FLOP/s per CPU-second the process got, as % of one core's measured rate.")
         out.append("")
-        out.append("| model | batch | runtime / path | images/s | IQR | ratio to torch | % of peak | % measured | per CPU-s | CPU/wall | others | page faults/image |")
-        out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines = []
         for row in tp["summary"]["rows"]:
             if row["model"] == "apps_vgg16":
                 continue
             s = row["images_per_s"]
-            ratio = rng(row["ratio_to_torch"]) if "ratio_to_torch" in row else "1"
-            label = row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
-            measured = f"{row['measured_peak_fraction']:.0%}" if "measured_peak_fraction" in row else "-"
-            per_cpu = f"{row['per_cpu_second_fraction']:.0%}" if "per_cpu_second_fraction" in row else "-"
-            out.append(f"| {row['model']} | {row['batch']} | {label} | {rng(s)} | {s['q1']:.2f}–{s['q3']:.2f} | {ratio} | "
-                       f"{row['peak_fraction']:.0%} | {measured} | {per_cpu} | {row['cpu_per_wall']:.2f} | {row['others_share']:.0%} | "
-                       f"{row['minflt_per_image']:.0f} |")
+            lines.append([
+                row["model"], row["batch"], _label(row), rng(s), f"{s['q1']:.2f}–{s['q3']:.2f}",
+                rng(row["ratio_to_torch"]) if "ratio_to_torch" in row else "1", f"{row['peak_fraction']:.0%}",
+                f"{row['measured_peak_fraction']:.0%}" if "measured_peak_fraction" in row else "-",
+                f"{row['per_cpu_second_fraction']:.0%}" if "per_cpu_second_fraction" in row else "-",
+                f"{row['cpu_per_wall']:.2f}", f"{row['others_share']:.0%}", f"{row['minflt_per_image']:.0f}",
+            ])  # fmt: skip
+        out += table(["model", "batch", "runtime / path", "images/s", "IQR", "ratio to torch", "% of peak", "% measured", "per CPU-s",
+                      "CPU/wall", "others", "page faults/image"], "lrlrrrrrrrrr", lines)  # fmt: skip
         out.append("")
         rows = [r for r in tp["summary"]["rows"] if r["model"] != "apps_vgg16"]
         quiet_rows = [r for r in rows if "quiet_images_per_s" in r]
@@ -278,16 +279,15 @@ def render(results: dict[str, Any]) -> list[str]:
             out.append(f"The same, only samples during which other processes used < {QUIET_SHARE:.0%} of the machine "
                        "(ratios: only rounds where both samples were quiet); n = number of such samples.")
             out.append("")
-            out.append("| model | batch | runtime / path | images/s quiet | n | ratio to torch, quiet | % of peak |")
-            out.append("|---|---:|---|---:|---:|---:|---:|")
+            lines = []
             for row in quiet_rows:
                 q = row["quiet_images_per_s"]
-                label = row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
                 if "quiet_ratio_to_torch" in row:
                     ratio = f"{rng(row['quiet_ratio_to_torch'])} (n={row['quiet_ratio_to_torch']['n']})"
                 else:
                     ratio = "1" if row["worker"] == tp["workers"][0]["label"] else "-"
-                out.append(f"| {row['model']} | {row['batch']} | {label} | {rng(q)} | {q['n']} | {ratio} | {row['quiet_peak_fraction']:.0%} |")
+                lines.append([row["model"], row["batch"], _label(row), rng(q), q["n"], ratio, f"{row['quiet_peak_fraction']:.0%}"])
+            out += table(["model", "batch", "runtime / path", "images/s quiet", "n", "ratio to torch, quiet", "% of peak"], "lrlrrrr", lines)
             out.append("")
         else:
             out.append(f"No sample was quiet (other processes used >= {QUIET_SHARE:.0%} of the machine throughout).")
@@ -297,13 +297,13 @@ def render(results: dict[str, Any]) -> list[str]:
             out.append("vgg_keras VGG16 (adaptive pool + dropout head) against keras.applications.VGG16, same rounds: "
                        "ratio = vgg_keras / keras.applications per round.")
             out.append("")
-            out.append("| batch | path | vgg_keras images/s | keras.applications images/s | ratio |")
-            out.append("|---:|---|---:|---:|---:|")
             mine = {(r["batch"], r["path"]): r for r in tp["summary"]["rows"] if r["model"] == "vgg16" and r["worker"] == "keras"}
+            lines = []
             for row in apps:
                 m = mine.get((row["batch"], row["path"]))
-                out.append(f"| {row['batch']} | {row['path']} | {rng(m['images_per_s']) if m else '-'} | {rng(row['images_per_s'])} | "
-                           f"{rng(row['vgg_keras_over_apps'], '.3f')} |")
+                lines.append([row["batch"], row["path"], rng(m["images_per_s"]) if m else "-", rng(row["images_per_s"]),
+                              rng(row["vgg_keras_over_apps"], ".3f")])  # fmt: skip
+            out += table(["batch", "path", "vgg_keras images/s", "keras.applications images/s", "ratio"], "rlrrr", lines)
             out.append("")
         if tp["summary"]["gemm"]:
             out.append("Square fp32 matmul, 2048x2048, GFLOP/s: " + "; ".join(
@@ -312,25 +312,17 @@ def render(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the throughput rounds and prints the report.
-
-    Args:
-        argv: Arguments without the program name.
-
-    Returns:
-        Exit code.
-    """
-    p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, help="throughput rounds (default 9; quick 2)")
-    p.add_argument("--target-seconds", type=float, help="approximate duration of one sample (default 0.5; quick 0.15)")
-    p.add_argument("--batches", type=int, nargs="+", help=f"batch sizes (default {' '.join(map(str, BATCHES))}; quick 1)")
-    p.add_argument("--diagnose", action="store_true", help="add torch/TF variants (threads, layout, allocator, oneDNN) to explain differences")
-    args = p.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 9)
-    args.target_seconds = args.target_seconds or (0.15 if args.quick else 0.5)
-    args.batches = args.batches or ([1] if args.quick else list(BATCHES))
-    return run(args, {"throughput": run_throughput}, render)
+main = command(
+    __doc__,
+    {"throughput": run_throughput},
+    render,
+    [
+        Option("--rounds", "throughput rounds", 9, 2),
+        Option("--target-seconds", "approximate duration of one sample", 0.5, 0.15, float),
+        Option("--batches", "batch sizes", list(BATCHES), [1], many=True),
+    ],
+    {"--diagnose": "add torch/TF variants (threads, layout, allocator, oneDNN) to explain differences"},
+)
 
 
 if __name__ == "__main__":

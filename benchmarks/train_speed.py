@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import torch  # noqa: E402  (torch and torchvision before TensorFlow)
 import torchvision  # noqa: E402,F401
 
+from benchmarks.harness import table  # noqa: E402
 from parity.core.config import PRESETS, RECIPES, get_named_config  # noqa: E402
 from parity.machine import cpu_name  # noqa: E402
 from parity.trainers import KerasTrainer, Recipe, TorchTrainer, initial_state  # noqa: E402
@@ -42,6 +43,7 @@ RECIPE_EPOCHS = 50
 
 
 def _time(step: object, x: np.ndarray, y: np.ndarray, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``step(x, y)``, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step(x, y)  # type: ignore[operator]
     times = []
@@ -105,10 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {mode}: {per_step:.2f} s/step, {rate:.1f} img/s", file=sys.stderr, flush=True)
         del trainer
     print(f"\n{config.name}, batch {args.batch_size}, on {cpu} (median of {args.steps} steps, extrapolated)\n")
-    print("| framework | s / step | images / s | s / 50k-image epoch | 50 epochs (h) |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['mode']} | {r['step_s']:.2f} | {r['images_per_s']:.1f} | {r['epoch_s']:.0f} | {r['recipe_h']:.1f} |")
+    print("\n".join(table(["framework", "s / step", "images / s", "s / 50k-image epoch", "50 epochs (h)"], "lllll", (
+        [r["mode"], f"{r['step_s']:.2f}", f"{r['images_per_s']:.1f}", f"{r['epoch_s']:.0f}", f"{r['recipe_h']:.1f}"] for r in rows
+    ))))  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": config.name, "batch_size": args.batch_size, "cpu": cpu, "rows": rows}, f, indent=1)
