@@ -12,7 +12,7 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -25,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from parity.core.config import VGGConfig  # noqa: E402
+from parity.core.config import PRESETS, VGGConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,23 @@ CIFAR = VGGConfig(
     stages=((8, 8), (16, 16), (16,)), batch_norm=True, pool_size=None, input_size=(32, 32), hidden=(), num_classes=10, name="cifar"
 )
 TINY_CONFIGS = {"tiny": TINY, "tiny_bn": TINY_BN, "cifar": CIFAR}
+
+
+#: The presets whose full-size cases are in the default run: one with batch norm, the cheapest, and the
+#: README's model. Every other preset's full-size case is in the extended tier.
+DEFAULT_PRESETS = ("vgg11_bn", "vgg16")
+
+
+def preset_params(presets: Iterable[str] = PRESETS, *, default: Iterable[str] = DEFAULT_PRESETS, marks: Sequence[pytest.MarkDecorator] = ()) -> list[object]:
+    """Presets as pytest params: those outside ``default`` are also marked ``extended``.
+
+    Args:
+        presets: The presets to parametrize over.
+        default: The presets kept in the default run.
+        marks: Marks for every param (``pytest.mark.full`` for full-size cases).
+    """
+    keep = set(default)
+    return [pytest.param(a, id=a, marks=[*marks, *(() if a in keep else (pytest.mark.extended,))]) for a in presets]
 
 
 #: Markers that keep a test out of the quick tier.

@@ -31,7 +31,7 @@ TORCH_GRAPH_ATOL = 0.0
 #: torch.compile (inductor) generates its own C++ kernels and may fuse and
 #: reorder float32 sums: about 1e-6 relative to the logits is the expected floor.
 COMPILE_RTOL = 1e-5
-#: Presets saved to .keras in the quick tier (with -m full: all eight, and JSON and clone too).
+#: Presets saved to .keras by default (with -m extended: all eight, and JSON and clone too).
 QUICK_PRESETS = ("vgg11_bn",)
 
 _LOAD_IN_FRESH_PROCESS = """
@@ -66,7 +66,8 @@ def _keras_models(presets: tuple[str, ...] | list[str]) -> Iterator[tuple[str, k
         yield arch, getattr(vgg_keras, arch.upper())(classifier_activation=None)
 
 
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.full)], ids=["quick", "all-tops"])
+@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"])
+@pytest.mark.slow
 def test_keras_file_loads_in_fresh_process(full: bool, tmp_path: Path) -> None:
     x = _input()
     paths, expected = [], []
@@ -87,7 +88,8 @@ def test_keras_file_loads_in_fresh_process(full: bool, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.full)], ids=["quick", "all-tops"])
+@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"])
+@pytest.mark.slow
 def test_keras_json_and_clone_with_copied_weights(full: bool, data_format: str) -> None:
     keras.config.set_image_data_format(data_format)
     x = _input()
@@ -118,7 +120,8 @@ def _torch_models(full: bool) -> dict[str, tuple[torch.nn.Module, int]]:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.full)], ids=["quick", "all"])
+@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all"])
+@pytest.mark.slow
 def test_torch_script_fx_export(full: bool, tmp_path: Path) -> None:
     for name, (model, size) in _torch_models(full).items():
         x = torch.randn(2, model.config.in_channels, size, size, generator=torch.Generator().manual_seed(1))
@@ -142,6 +145,7 @@ def test_torch_script_fx_export(full: bool, tmp_path: Path) -> None:
 
 
 @pytest.mark.full
+@pytest.mark.extended
 def test_torch_compile_cpu() -> None:
     torch.manual_seed(0)
     model = vgg_torch.build_vgg(TINY_CONFIGS["tiny_bn"]).eval()
@@ -159,6 +163,7 @@ def test_torch_compile_cpu() -> None:
     print(f"torch.compile: {time.perf_counter() - started:.1f} s")
 
 
+@pytest.mark.slow
 def test_channels_adapted_model_round_trips(tmp_path: Path) -> None:
     """An n-channel Keras model keeps its channel count through .keras and JSON."""
     model = vgg_keras.VGG11(include_top=False, input_shape=(None, None, 5))

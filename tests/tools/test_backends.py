@@ -76,8 +76,8 @@ def _needs(backend: str) -> None:
         pytest.skip(f"Keras' {backend} backend needs {backend}, which is not installed here")
 
 
-@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_modes_on_other_backends(backend: str) -> None:
     _needs(backend)
     env = {"KERAS_BACKEND": backend, "CIFAR_CONFIG": json.dumps(CIFAR.to_dict())}
@@ -178,6 +178,7 @@ def _run_without_tensorflow(backend: str, spec: dict[str, object], tmp_path: Pat
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_tiny_model_without_tensorflow(backend: str, tmp_path: Path, _isolated_keras_home: Path) -> None:
     """A file written here (TensorFlow backend) loads, runs and preprocesses where TensorFlow cannot load."""
     _needs(backend)
@@ -191,6 +192,7 @@ def test_tiny_model_without_tensorflow(backend: str, tmp_path: Path, _isolated_k
 
 
 @pytest.mark.full
+@pytest.mark.extended
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_presets_without_tensorflow(backend: str, tmp_path: Path, _isolated_keras_home: Path) -> None:
     """vgg11_bn from ``python -m parity.convert``, by path and as ``"converted"``; all eight presets build."""
@@ -265,6 +267,7 @@ def _pixel_errors(backend: str, tmp_path: Path) -> dict[str, tuple[float, float,
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_preprocessing_matches_torchvision_on_backend(backend: str, tmp_path: Path) -> None:
     """The same pixels as torchvision on every backend, within the bounds the TensorFlow path meets."""
     _needs(backend)

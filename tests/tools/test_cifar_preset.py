@@ -95,6 +95,7 @@ def test_keras_trainable_parameters_equal_torch() -> None:
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
 
 
+@pytest.mark.slow
 def test_converted_weights_give_equal_logits() -> None:
     state = randomized_state_dict(CONFIG, seed=3)
     reference, model = build_pair(CONFIG, state)

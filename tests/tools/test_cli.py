@@ -78,6 +78,7 @@ def ten_class_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return paths
 
 
+@pytest.mark.extended
 def test_checkpoint_formats_convert_alike(ten_class_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     outputs = {}
     for kind, path in ten_class_checkpoints.items():
@@ -120,6 +121,7 @@ def test_verification_fails_on_deliberate_mistakes(mistake: str, tmp_path: Path,
     assert not out.exists() and not list(tmp_path.glob("*.h5*"))
 
 
+@pytest.mark.extended
 def test_converted_on_demand_after_tensorflow_is_loaded(tmp_path: Path) -> None:
     """The risky order: TensorFlow first, then a conversion that needs torchvision."""
     import os

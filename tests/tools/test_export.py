@@ -104,6 +104,7 @@ def _export(features_file: Path, out: Path, fmt: str, quantize: str = "none", **
 
 
 @pytest.mark.parametrize(("fmt", "quantize"), CASES)
+@pytest.mark.slow
 def test_export_reloads_and_matches_torchvision(
     fmt: str, quantize: str, features_file: Path, torchvision_features: torch.nn.Module, tmp_path: Path
 ) -> None:
@@ -131,6 +132,7 @@ def test_export_reloads_and_matches_torchvision(
         print(f"{fmt}/{quantize} {name}: " + ", ".join(rows))
 
 
+@pytest.mark.slow
 def test_saved_model_serves_other_sizes_and_refuses_the_wrong_layout(
     features_file: Path, torchvision_features: torch.nn.Module, tmp_path: Path
 ) -> None:
@@ -185,7 +187,8 @@ def _dropped_conv(config: VGGConfig, **kwargs: object) -> keras.Model:
 
 
 @pytest.mark.parametrize(("builder", "first_block"), [(_transposed_input, "block1"), (_dropped_conv, "block3")])
-@pytest.mark.parametrize("fmt", ["saved_model", pytest.param("tflite", marks=pytest.mark.full)])
+@pytest.mark.parametrize("fmt", ["saved_model", pytest.param("tflite", marks=[pytest.mark.full, pytest.mark.extended])])
+@pytest.mark.slow
 def test_broken_export_is_refused_and_nothing_is_written(
     builder: Callable[..., keras.Model], first_block: str, fmt: str, features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -203,6 +206,7 @@ def test_broken_export_is_refused_and_nothing_is_written(
     assert "Export check FAILED" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_exit_code_1_on_a_broken_export(features_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parity.export_write, "build_export_model", _dropped_conv)
     out = tmp_path / "model"

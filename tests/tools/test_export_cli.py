@@ -158,6 +158,7 @@ def test_input_size_too_small(features_file: Path, tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+@pytest.mark.slow
 def test_disk_full_while_writing_leaves_nothing(
     fmt: str, features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
@@ -175,6 +176,7 @@ def test_disk_full_while_writing_leaves_nothing(
     assert _listing(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_force_replaces_a_saved_model_whole(features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     out = tmp_path / "m"
     out.mkdir()

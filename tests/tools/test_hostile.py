@@ -381,6 +381,7 @@ def _features_checkpoint(path: Path, nan_in: str | None = None) -> None:
     torch.save(state, path)
 
 
+@pytest.mark.slow
 def test_features_weights_drop_the_nan_classifier_but_not_nan_features(capsys: pytest.CaptureFixture[str]) -> None:
     record = parity.core.catalog.WEIGHTS["vgg16"]["IMAGENET1K_FEATURES"]
     hub_file = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / record.filename
@@ -501,6 +502,7 @@ def test_bad_numbers_are_refused(out_dir: Path, capsys: pytest.CaptureFixture[st
     assert _listing(out_dir) == []
 
 
+@pytest.mark.slow
 def test_failed_write_keeps_nothing(out_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Disk full after the weights were written to their temporary file: no temporary file, no report, old file intact."""
     target = out_dir / "x.weights.h5"
@@ -517,6 +519,7 @@ def test_failed_write_keeps_nothing(out_dir: Path, capsys: pytest.CaptureFixture
     assert _listing(out_dir) == ["x.weights.h5"]
 
 
+@pytest.mark.slow
 def test_signal_swallowed_by_library_code_still_stops_the_write(
     out_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -583,6 +586,7 @@ def _load_converted() -> None:
 FIX = "python -m parity.convert vgg11 --weights IMAGENET1K_V1 --force"
 
 
+@pytest.mark.slow
 def test_valid_cached_file_loads(converted: Path) -> None:
     target = _in_cache(converted)
     model = vgg_keras.VGG11(weights="converted", include_top=False)
@@ -771,6 +775,7 @@ def _assert_complete(path: Path) -> None:
 
 
 @pytest.mark.full  # converts full-size vgg11 in a child process
+@pytest.mark.extended
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_writer_leaves_no_partial_file(tmp_path: Path, sig: signal.Signals) -> None:
     """A signal while the weights are being written: never a partial file under the target name.
@@ -804,6 +809,7 @@ def test_killed_writer_leaves_no_partial_file(tmp_path: Path, sig: signal.Signal
         assert all(name.startswith(".x.weights.h5.") for name in _listing(tmp_path))  # at most hidden temporaries
 
 
+@pytest.mark.slow
 def test_signal_during_the_final_renames_keeps_the_complete_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -827,6 +833,7 @@ def test_signal_during_the_final_renames_keeps_the_complete_file(
 
 
 @pytest.mark.full  # two full-size vgg11 conversions at once
+@pytest.mark.extended
 def test_two_writers_at_once_leave_one_valid_file(tmp_path: Path) -> None:
     target = tmp_path / "x.weights.h5"
     procs = [

@@ -24,12 +24,21 @@ from parity.compare import LOGIT_RTOL, MODES, ParityError, build_pair, compare_o
 from parity.core.config import PRESETS, VGGConfig
 from parity.converter import assign_keras_weights, convert_state_dict
 from parity.random_weights import randomized_state_dict
-from tests.conftest import TINY_CONFIGS, torch_state_dict
+from tests.conftest import TINY_CONFIGS, preset_params, torch_state_dict
 
 #: Sizes people feed: the crop, the smallest (adaptive pool upsamples 1x1 to
 #: 7x7), odd, non-square, and 64 px where block 1's width equals its 64
 #: channels (a case stock Keras Conv2D gets wrong in channels_first).
 SIZES = [(224, 224), (32, 32), (225, 225), (200, 320), (64, 64)]
+#: Sizes whose full-size cases are in the default run: the canonical size and the smallest; the others are extended.
+DEFAULT_SIZES = ((224, 224), (32, 32))
+
+
+def _size_param(size: tuple[int, int]) -> object:
+    return pytest.param(size, id=f"{size[0]}x{size[1]}", marks=() if size in DEFAULT_SIZES else pytest.mark.extended)
+
+
+SIZE_PARAMS = [_size_param(s) for s in SIZES]
 #: Batch 1 and batch 8 runs of the same images in Keras: oneDNN picks other
 #: kernels (and summation orders) per batch size; measured 3.5e-6 relative on
 #: vgg11, so the logit tolerance applies.
@@ -52,7 +61,7 @@ def _inputs(size: tuple[int, int], batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, *size), dtype=np.float32)
 
 
-@pytest.fixture(scope="module", params=list(PRESETS))
+@pytest.fixture(scope="module", params=preset_params(default=["vgg11_bn"]))  # vgg16: the CLI test
 def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     arch = request.param
     cfg = PRESETS[arch]
@@ -64,7 +73,7 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", SIZE_PARAMS)
 def test_logits_and_blocks_match_torchvision(pair: Pair, size: tuple[int, int]) -> None:
     """In every mode: eager, a relaxed tf.function, XLA and predict.
 
@@ -82,6 +91,7 @@ def test_logits_and_blocks_match_torchvision(pair: Pair, size: tuple[int, int]) 
 
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_two_sizes_in_a_row_on_one_model(mode: str) -> None:
     """predict and a relaxed tf.function retrace with unknown sizes at the second size."""
     cfg = TINY_CONFIGS["tiny_bn"].replace(pool_size=(7, 7))
@@ -102,7 +112,7 @@ def test_batch_8_equals_batch_1(pair: Pair) -> None:
 
 @pytest.mark.full
 @pytest.mark.cpu_kernels
-@pytest.mark.parametrize("size", [(224, 224), (64, 64), (32, 32)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", [_size_param(s) for s in [(224, 224), (64, 64), (32, 32)]])
 def test_channels_first_matches_torchvision(pair: Pair, size: tuple[int, int]) -> None:
     keras.config.set_image_data_format("channels_first")
     model = vgg_keras.build_vgg(pair.config, classifier_activation=None)
@@ -114,7 +124,7 @@ def test_channels_first_matches_torchvision(pair: Pair, size: tuple[int, int]) -
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+@pytest.mark.parametrize("arch", preset_params(["vgg16", "vgg19"]))
 def test_weights_load_into_keras_applications(arch: str, tmp_path: Path) -> None:
     cfg = PRESETS[arch]
     sd = randomized_state_dict(cfg, seed=42)
@@ -133,6 +143,7 @@ def test_weights_load_into_keras_applications(arch: str, tmp_path: Path) -> None
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
+@pytest.mark.slow
 def test_tiny_configs(name: str, data_format: str) -> None:
     keras.config.set_image_data_format(data_format)
     cfg = TINY_CONFIGS[name]
@@ -147,6 +158,7 @@ def test_tiny_configs(name: str, data_format: str) -> None:
 
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.slow
 def test_exported_saved_model_matches_torchvision(data_format: str, tmp_path: Path) -> None:
     """model.export serves any size (its signature has unknown spatial sizes), 32 px included."""
     keras.config.set_image_data_format(data_format)

@@ -41,6 +41,7 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.full  # full-size vgg11
+@pytest.mark.extended
 def test_report_training_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg11", "--sizes", "32", "--train-steps", "6", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

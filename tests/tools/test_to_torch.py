@@ -93,6 +93,7 @@ def test_cli_round_trip_torch_keras_torch(tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.full
+@pytest.mark.extended
 def test_cli_verification_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keras_file, _ = _keras_file(tmp_path, "vgg11")
     exact = parity.to_torch.torch_state_dict_from_keras

@@ -76,6 +76,7 @@ def _step_rel(curves: dict[str, object], steps: int) -> float:
     return float(np.max(np.abs(k - t) / np.abs(t)))
 
 
+@pytest.mark.slow
 def test_first_steps_agree_without_dropout(digits: Path) -> None:
     from parity.cifar import load_cifar10
 
@@ -89,6 +90,7 @@ def test_first_steps_agree_without_dropout(digits: Path) -> None:
     assert trainers["keras"].lr() == pytest.approx(0.0125) and trainers["torch"].lr() == pytest.approx(0.0125)
 
 
+@pytest.mark.slow
 def test_step_check_bites(digits: Path) -> None:
     from parity.cifar import load_cifar10
     from parity.trainers import epoch_orders
@@ -104,6 +106,7 @@ def test_step_check_bites(digits: Path) -> None:
     assert _step_rel(curves, TIGHT_STEPS) > 10 * STEP_LOSS_RTOL
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """In this process (a tiny model, no ``model.fit``): the CLI from arguments to files, both frameworks."""
     out = tmp_path / "run"
@@ -148,7 +151,7 @@ def test_cli_end_to_end_both_frameworks(digits: Path, tmp_path: Path, capsys: py
     assert abs(keras_acc - runs["keras"]["test_acc"][-1]) <= 1 / len(y)
 
 
-@pytest.mark.full
+@pytest.mark.slow
 def test_keras_alone_needs_no_torch(digits: Path, tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -191,7 +194,7 @@ def test_signal_mid_training_stops_cleanly_in_process(
     assert signal.getsignal(signal.SIGTERM) is not interrupts.raise_interrupted  # the handler is restored
 
 
-@pytest.mark.full
+@pytest.mark.slow
 def test_interrupt_stops_cleanly_and_writes_nothing(digits: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [
@@ -243,6 +246,7 @@ def test_existing_results_need_force(digits: Path, tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.full
+@pytest.mark.extended
 def test_recipe_first_epoch_at_full_size(digits: Path, tmp_path: Path) -> None:
     """The real ``cifar10_vgg16`` (58M parameters) for one epoch on 256 images, both frameworks, in a child process."""
     out = tmp_path / "run"

@@ -12,7 +12,7 @@ from parity.core.config import PRESETS, VGGConfig
 from parity.core.layouts import conv_hwio_to_oihw, conv_oihw_to_hwio, dense_in_out_to_out_in, dense_out_in_to_in_out, dense_rows_chw_to_hwc, dense_rows_hwc_to_chw
 from parity.random_weights import randomized_state_dict
 from parity.training import GRAD_RTOL, cancelled_biases, gradient_diffs, keras_gradients, torch_gradients, training_batches
-from tests.conftest import TINY_CONFIGS
+from tests.conftest import TINY_CONFIGS, preset_params
 
 
 def test_inverse_layouts_undo_forward() -> None:
@@ -71,10 +71,12 @@ def _torch_model(config: VGGConfig) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
+@pytest.mark.slow
 def test_gradients_match_torch_tiny(name: str) -> None:
     _check(TINY_CONFIGS[name].replace(dropout=0.0))
 
 
+@pytest.mark.slow
 def test_gradients_match_torch_channels_first() -> None:
     import keras
 
@@ -83,11 +85,12 @@ def test_gradients_match_torch_channels_first() -> None:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", ["vgg11_bn", "vgg16"])
+@pytest.mark.parametrize("arch", preset_params(["vgg11_bn", "vgg16"], default=[]))
 def test_gradients_match_torch_full_size(arch: str) -> None:
     _check(PRESETS[arch].replace(dropout=0.0))
 
 
+@pytest.mark.slow
 def test_gradient_check_bites() -> None:
     config = TINY_CONFIGS["tiny_bn"].replace(dropout=0.0)
     _, _, grads32, grads_keras, (model, x, y) = _gradient_case(config)
@@ -117,6 +120,7 @@ def _run(**kwargs: object) -> object:
     return run_training(TRAIN_TINY_BN, randomized_state_dict(TRAIN_TINY_BN, seed=0), 20, steps_per_epoch=10, **kwargs)
 
 
+@pytest.mark.slow
 def test_twenty_steps_match_torch() -> None:
     from parity.training import TRAIN_LOSS_RTOL, TRAIN_WEIGHT_RTOL
 
@@ -129,6 +133,7 @@ def test_twenty_steps_match_torch() -> None:
     assert "| 20 | 0.005 |" in run.table()
 
 
+@pytest.mark.slow
 def test_twenty_steps_with_keras_sgd_fail() -> None:
     import keras
 
@@ -136,6 +141,7 @@ def test_twenty_steps_with_keras_sgd_fail() -> None:
     assert not run.passed and run.worst_weight.max_rel > 1e-2
 
 
+@pytest.mark.slow
 def test_twenty_steps_with_stock_batch_norm_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
 
@@ -157,6 +163,7 @@ def test_training_needs_dropout_zero() -> None:
         run_training(config, randomized_state_dict(config), 1)
 
 
+@pytest.mark.slow
 def test_keras_fit_with_torch_sgd_matches_torch_training() -> None:
     """``model.fit`` with TorchSGD and StepLR ends where torch's loop ends (README's fine-tune recipe)."""
     import keras
@@ -188,6 +195,7 @@ def test_keras_fit_with_torch_sgd_matches_torch_training() -> None:
     assert worst.max_rel <= TRAIN_WEIGHT_RTOL, worst
 
 
+@pytest.mark.slow
 def test_imports_stay_lazy() -> None:
     from tests.conftest import run_python
 

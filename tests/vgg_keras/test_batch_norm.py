@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
+import pytest
 import torch
 
 import vgg_keras
@@ -85,6 +86,7 @@ def test_model_training_forward_and_running_stats() -> None:
         assert _rel(ours, state[m.torch_key].numpy()) <= BN_RTOL, m.torch_key
 
 
+@pytest.mark.slow
 def test_weights_file_interchangeable_with_stock_batch_norm(tmp_path: Path) -> None:
     model = vgg_keras.build_vgg(TINY_BN)
     assert all(type(layer) is BatchNormalization for layer in model.layers if "_bn" in layer.name)

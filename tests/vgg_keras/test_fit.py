@@ -21,7 +21,7 @@ import pytest
 import vgg_keras
 from parity.compare import LOGIT_RTOL
 from parity.core.config import PRESETS, VGGConfig
-from tests.conftest import TINY_CONFIGS, run_python
+from tests.conftest import TINY_CONFIGS, preset_params, run_python
 
 #: Small enough that two steps on one batch lower its loss for every preset
 #: (from torchvision-scale init), large enough to move it measurably.
@@ -75,7 +75,7 @@ def fit_preset(arch: str) -> None:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", list(PRESETS))
+@pytest.mark.parametrize("arch", preset_params(default=[]))
 def test_fit_and_evaluate_every_preset(arch: str) -> None:
     """In a child process: a model that went through ``fit`` is never freed (Keras 3.15 with
     TensorFlow 2.20 keep it after ``clear_session`` and ``gc.collect``), and eight full-size
@@ -98,6 +98,7 @@ def test_fit_and_evaluate_every_preset(arch: str) -> None:
     ],
     ids=lambda v: str(v),
 )
+@pytest.mark.slow
 def test_fit_and_evaluate_tiny_configs(name: str, jit_compile: bool, data_format: str) -> None:
     keras.config.set_image_data_format(data_format)
     keras.utils.set_random_seed(0)

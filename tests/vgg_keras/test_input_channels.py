@@ -130,6 +130,7 @@ def test_keras_weights_file_adapted_like_torch_state_dict(name: str, channels: i
         assert np.max(np.abs(got - wrong)) > 100 * CHANNELS_ATOL
 
 
+@pytest.mark.slow
 def test_weights_none_any_channels_both_formats() -> None:
     for data_format in ("channels_last", "channels_first"):
         keras.config.set_image_data_format(data_format)
@@ -175,7 +176,11 @@ def test_preset_features_file_with_input_shape_channels(data_format: str, tmp_pa
 
 
 @pytest.mark.full
-@pytest.mark.parametrize(("arch", "channels", "data_format"), [("vgg11_bn", 1, "channels_first"), ("vgg11", 4, "channels_last")])
+@pytest.mark.parametrize(
+    ("arch", "channels", "data_format"),
+    [("vgg11_bn", 1, "channels_first"), ("vgg11", 4, "channels_last")],
+)
+@pytest.mark.extended
 def test_preset_converted_file_with_n_channels(arch: str, channels: int, data_format: str, tmp_path: Path) -> None:
     keras.config.set_image_data_format(data_format)
     cfg = PRESETS[arch]

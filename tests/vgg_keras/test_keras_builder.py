@@ -9,7 +9,7 @@ import torchvision
 
 import vgg_keras
 from parity.core.config import PRESETS
-from tests.conftest import CIFAR, TINY, TINY_BN, run_python, tensorflow_has_nchw_cpu_kernels
+from tests.conftest import CIFAR, TINY, TINY_BN, preset_params, run_python, tensorflow_has_nchw_cpu_kernels
 from vgg_keras.model import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
 
 BUILDERS = {arch: getattr(vgg_keras, arch.upper()) for arch in PRESETS}
@@ -20,7 +20,7 @@ def _trainable(model: keras.Model) -> int:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+@pytest.mark.parametrize("arch", preset_params(["vgg16", "vgg19"]))
 def test_layer_names_as_keras_applications(arch: str) -> None:
     ours = BUILDERS[arch](input_shape=(224, 224, 3))
     ref = getattr(keras.applications, arch.upper())(weights=None)
@@ -36,7 +36,7 @@ def test_layer_names_as_keras_applications(arch: str) -> None:
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", list(PRESETS))
+@pytest.mark.parametrize("arch", preset_params())
 def test_trainable_params_equal_torchvision(arch: str) -> None:
     model = BUILDERS[arch]()
     expected = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.meta["num_params"]
@@ -148,6 +148,7 @@ def test_converted_weights_only_for_presets() -> None:
         vgg_keras.build_vgg(TINY, weights="converted")
 
 
+@pytest.mark.slow
 def test_import_does_not_load_torch() -> None:
     code = (
         "import sys, vgg_keras, numpy as np\n"

@@ -445,6 +445,7 @@ def test_layer_errors_name_the_problem() -> None:
         layer(keras.Input(shape=(8,)))
 
 
+@pytest.mark.slow
 def test_module_imports_without_torch(tmp_path: Path) -> None:
     """Preprocessing and labels in a process where torch and torchvision cannot be imported.
 

@@ -15,11 +15,12 @@ from keras.src.saving import serialization_lib
 
 import vgg_keras
 from parity.core.config import PRESETS
+from tests.conftest import preset_params
 
 #: Channels of the last convolution of every VGG (upstream's ``last_dim`` for VGG16/VGG19).
 LAST_DIM = 512
 DATA_FORMATS = ["channels_first", "channels_last"]
-#: Presets whose classifier is built in the quick tier; the rest run with -m full.
+#: Presets whose classifier is built in the quick tier; vgg16 runs in the default run (-m full), the rest are extended.
 QUICK_TOP = {"vgg11_bn"}
 
 
@@ -28,7 +29,7 @@ def _app(arch: str) -> object:
 
 
 def _top_params(arch: str) -> object:
-    return arch if arch in QUICK_TOP else pytest.param(arch, marks=pytest.mark.full)
+    return arch if arch in QUICK_TOP else preset_params([arch], marks=[pytest.mark.full])[0]
 
 
 @pytest.mark.parametrize("image_data_format", DATA_FORMATS)

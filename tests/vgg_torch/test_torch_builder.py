@@ -10,7 +10,7 @@ import torchvision
 import vgg_torch
 from parity.core.config import PRESETS
 from parity.random_weights import randomized_state_dict
-from tests.conftest import CIFAR, TINY_BN, torch_state_dict
+from tests.conftest import CIFAR, TINY_BN, preset_params, torch_state_dict
 
 #: Same weights, same kernels, same input: torch must give bit-identical outputs.
 SAME_KERNELS_ATOL = 0.0
@@ -19,7 +19,7 @@ INIT_STD_RTOL = 0.15
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("arch", list(PRESETS))
+@pytest.mark.parametrize("arch", preset_params())
 def test_state_dict_keys_shapes_and_outputs_equal_torchvision(arch: str) -> None:
     ours = getattr(vgg_torch, arch)(init_weights=False).eval()
     ref = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
@@ -38,6 +38,7 @@ def test_state_dict_keys_shapes_and_outputs_equal_torchvision(arch: str) -> None
     assert diff <= SAME_KERNELS_ATOL
 
 
+@pytest.mark.slow
 def test_keyword_arguments_as_torchvision() -> None:
     model = vgg_torch.vgg11_bn(num_classes=10, dropout=0.2, init_weights=False)
     assert model.classifier[-1].out_features == 10

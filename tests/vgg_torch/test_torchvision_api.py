@@ -71,6 +71,7 @@ def vgg11_bn_state() -> dict[str, torch.Tensor]:
     return _random_state("vgg11_bn", seed=21)
 
 
+@pytest.mark.slow
 def test_weights_are_downloaded_hash_checked_and_loaded(
     vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +178,7 @@ def test_registry_untouched_afterwards() -> None:
     assert torchvision.models.get_model_builder("vgg16") is torchvision.models.vgg16
 
 
+@pytest.mark.slow
 def test_ssd300_vgg16_builds_on_ours_with_backbone_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     sd = _random_state("vgg16", seed=31)
     fake = _FakeDownload(sd)
