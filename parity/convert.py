@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from parity.cli_runner import report_result, run_cli
 from parity.conversion import INIT_CHOICES, ConvertResult, UsageError, convert
@@ -90,16 +91,19 @@ def _to_torch(args: argparse.Namespace) -> ConvertResult:
             "--to torch converts a Keras file: pass --keras-weights PATH (and no --weights, --checkpoint or --init). "
             f"Received: {' '.join(given) or 'no --keras-weights'}"
         )
-    return convert_to_torch(
-        args.arch,
-        args.keras_weights,
-        output=args.output,
-        report=args.report,
-        num_classes=args.num_classes,
-        verify_outputs=not args.no_verify,
-        force=args.force,
-        quiet=args.quiet,
-    )
+    return convert_to_torch(args.arch, args.keras_weights, **_shared_options(args))
+
+
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options both directions take, as keyword arguments."""
+    return {
+        "output": args.output,
+        "report": args.report,
+        "num_classes": args.num_classes,
+        "verify_outputs": not args.no_verify,
+        "force": args.force,
+        "quiet": args.quiet,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,17 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.to == "torch" or args.keras_weights is not None:
             return _to_torch(args)
         return convert(
-            args.arch,
-            weights=args.weights,
-            checkpoint=args.checkpoint,
-            init=args.init,
-            seed=args.seed,
-            output=args.output,
-            report=args.report,
-            num_classes=args.num_classes,
-            verify_outputs=not args.no_verify,
-            force=args.force,
-            quiet=args.quiet,
+            args.arch, weights=args.weights, checkpoint=args.checkpoint, init=args.init, seed=args.seed, **_shared_options(args)
         )
 
     return run_cli(
