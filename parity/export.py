@@ -13,9 +13,10 @@ renamed into place only if every figure is within its format's bound
 (:data:`parity.export_check.TOLERANCES`), and a sidecar ``PATH.json`` records the provenance of the
 weights, the export settings and the figures measured.
 
-Roles: this module checks the options and orchestrates (and is the CLI);
-:mod:`parity.export_write` builds the model, writes the artifact and commits
-it; :mod:`parity.export_check` runs it from disk and judges it against torch.
+Roles: this module orchestrates and is the CLI (the
+checks themselves are :mod:`parity.export_options`, made before any framework
+loads); :mod:`parity.export_write` builds the model, writes the artifact and
+commits it; :mod:`parity.export_check` runs it from disk and judges it against torch.
 
 Exit codes: 0 written, 1 the check failed (nothing written), 2 bad input (one
 line on stderr ending in ``Received: ...``; nothing written), 130/143
@@ -45,6 +46,7 @@ from parity.core.config import PRESETS, VGGConfig, get_config
 from parity.core.errors import first_line, os_reason
 from parity.core.weights_file import sidecar_path
 from parity.export_check import TOLERANCES
+from parity.export_options import DEFAULT_INPUT_SIZE, FORMATS, QUANTIZATIONS, UsageError, check_options, check_output, resolve_weights
 
 if TYPE_CHECKING:
     import keras
@@ -61,15 +63,8 @@ __all__ = [
     "main",
 ]
 
-FORMATS = ("saved_model", "tflite")
-QUANTIZATIONS = ("none", "float16", "dynamic-int8")
 #: Format tag of the sidecar.
 EXPORT_FORMAT = "vgg-parity-export/1"
-DEFAULT_INPUT_SIZE = (224, 224)
-
-
-class UsageError(ValueError):
-    """A user mistake: reported in one line, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -91,96 +86,6 @@ def _log(msg: str, quiet: bool) -> None:
     """A progress line on stderr, unless ``quiet``."""
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- #
-# Checks made before any framework loads
-# --------------------------------------------------------------------------- #
-def _resolve_weights(arch: str, weights: str) -> Path:
-    """The ``.weights.h5`` to export (its record and hash are checked after the frameworks load).
-
-    Raises:
-        UsageError: If the file is missing, not a regular readable file, or not a ``.weights.h5``.
-    """
-    shown = f"weights={weights!r}"
-    if weights == "converted":
-        from parity.core.catalog import DEFAULT_WEIGHTS, cache_dir, get_weights_record
-
-        path = cache_dir() / get_weights_record(arch, DEFAULT_WEIGHTS).keras_filename
-        if not path.is_file():
-            raise UsageError(
-                f"No converted {arch} weights in {path.parent}: run `python -m parity.convert {arch}` first, "
-                f"or pass --weights FILE. Received: {shown}"
-            )
-        return path
-    path = Path(weights).expanduser()
-    if not path.name.endswith(".weights.h5"):
-        raise UsageError(f"--weights must be 'converted' or a .weights.h5 file written by python -m parity.convert. Received: {shown}")
-    if not path.exists():
-        raise UsageError(f"No weights file at {path}: convert one with `python -m parity.convert {arch} ...`. Received: {shown}")
-    if not path.is_file():
-        raise UsageError(f"--weights must name a file, not a folder or device. Received: {shown}")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"Weights file is not readable: fix its permissions. Received: {shown}")
-    if path.stat().st_size == 0:
-        raise UsageError(f"Weights file is empty (an interrupted copy?): convert it again. Received: {shown}")
-    return path
-
-
-def _check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
-    """Validates the output path before any work is done.
-
-    Raises:
-        UsageError: On a wrong suffix, a missing or unwritable folder, an
-            existing output without ``force``, or an output that would replace
-            the weights or their sidecar.
-    """
-    shown = f"output={os.fspath(path)!r}"
-    if fmt == "tflite" and path.suffix != ".tflite":
-        raise UsageError(f"--format tflite writes one file: --output must end in .tflite. Received: {shown}")
-    if fmt == "saved_model" and (path.suffix in (".tflite", ".h5", ".keras", ".json") or path.name.endswith(".weights.h5")):
-        raise UsageError(f"--format saved_model writes a folder: name a folder, not a {path.suffix} file. Received: {shown}")
-    if not path.parent.is_dir():
-        raise UsageError(f"Output folder does not exist: create it first. Received: {shown}")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise UsageError(f"Output folder is not writable: fix its permissions or pick another. Received: {shown}")
-    sidecar = sidecar_path(path)
-    for target in (path, sidecar):
-        if target.resolve() in (weights.resolve(), Path(f"{weights}.json").resolve()):
-            raise UsageError(f"Output would overwrite the weights or their sidecar: name another path. Received: {shown}")
-    if path.exists() or path.is_symlink():
-        if not force:
-            raise UsageError(f"Output exists: pass --force to overwrite it. Received: {shown}")
-        if fmt == "tflite" and path.is_dir():
-            raise UsageError(f"Output is a folder, and --format tflite writes a file: name a .tflite file. Received: {shown}")
-        if fmt == "saved_model" and not path.is_dir():
-            raise UsageError(f"Output is a file, and --format saved_model writes a folder: name another path. Received: {shown}")
-    if sidecar.is_dir():
-        raise UsageError(f"{sidecar} is a folder, so the sidecar cannot be written: name another output. Received: {shown}")
-    return path
-
-
-def _check_options(arch: str, fmt: str, quantize: str, input_size: Sequence[int] | None, data_format: str, batch_size: int) -> None:
-    """Raises UsageError on an option that cannot work, before anything loads."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
-    if fmt == "saved_model" and quantize != "none":
-        raise UsageError(
-            f"Quantization applies to --format tflite only; a SavedModel keeps fp32 weights. Received: --format saved_model --quantize {quantize}"
-        )
-    if quantize not in QUANTIZATIONS:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: --quantize {quantize}")
-    if data_format not in ("channels_last", "channels_first"):
-        raise UsageError(f"--data-format must be channels_last or channels_first. Received: --data-format {data_format}")
-    if input_size is not None:
-        h, w = input_size
-        minimum = 32 if get_config(arch).pool_size is not None else None
-        if h < 1 or w < 1 or (minimum is not None and min(h, w) < minimum):
-            raise UsageError(f"--input-size must be at least {minimum} x {minimum} (five 2x2 pools). Received: --input-size {h} {w}")
-    if isinstance(batch_size, bool) or batch_size < 1:
-        raise UsageError(f"--batch-size must be a positive integer. Received: --batch-size {batch_size}")
-    if batch_size != 1 and fmt != "tflite":
-        raise UsageError(f"--batch-size fixes a TFLite file's batch; a SavedModel takes any batch. Received: --batch-size {batch_size}")
 
 
 # --------------------------------------------------------------------------- #
@@ -228,9 +133,9 @@ def export(
     """
     if arch not in PRESETS:
         raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
-    _check_options(arch, fmt, quantize, input_size, data_format, batch_size)
-    weights_path = _resolve_weights(arch, weights)
-    out_path = _check_output(Path(output).expanduser(), fmt, weights_path, force)
+    check_options(arch, fmt, quantize, input_size, data_format, batch_size)
+    weights_path = resolve_weights(arch, weights)
+    out_path = check_output(Path(output).expanduser(), fmt, weights_path, force)
 
     import torch  # noqa: F401  (before TensorFlow)
     import torchvision
