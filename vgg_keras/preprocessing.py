@@ -21,6 +21,12 @@ on JAX and torch; see :mod:`vgg_keras.resize_crop`), from the same facts
 Pixel values are RGB in [0, 255] everywhere (uint8 or float), as in
 keras.applications. Importing this module imports neither torch nor
 TensorFlow; the TensorFlow backend or ``tf.data`` loads TensorFlow.
+
+At about 420 lines this file is over the house limit on purpose: it is the
+public face of one pipeline, whose layer dispatches between the two op sets
+per call; the geometry and the labels already live in their own modules, and
+what is left (argument checks, the layer, its three entry points) only makes
+sense read together.
 """
 
 from __future__ import annotations
