@@ -22,7 +22,7 @@ import numpy as np
 
 from parity.cifar_data import CifarData
 from parity.core.config import VGGConfig
-from parity.machine import cpu_name
+from parity.machine import cpu_name, package_versions
 from parity.trainers import Curves, Recipe, Trainer
 
 __all__ = ["OUTPUT_FILES", "plot_curves", "write_outputs"]
@@ -59,17 +59,9 @@ def plot_curves(curves: dict[str, Curves], title: str) -> bytes:
 
 
 def _versions(frameworks: Sequence[str]) -> dict[str, str]:
-    out = {"numpy": np.__version__, "python": platform.python_version()}
-    if "torch" in frameworks:
-        import torch
-
-        out["torch"] = torch.__version__
-    if "keras" in frameworks:
-        import keras
-        import tensorflow as tf
-
-        out["keras"], out["tensorflow"] = keras.__version__, tf.__version__
-    return out
+    """Python's version and the installed versions of numpy and the frameworks that trained."""
+    packages = ("numpy", *(("torch",) if "torch" in frameworks else ()), *(("keras", "tensorflow") if "keras" in frameworks else ()))
+    return {**package_versions(packages), "python": platform.python_version()}
 
 
 def write_outputs(
