@@ -26,6 +26,7 @@ __all__ = [
     "BlockDiff",
     "ParityError",
     "ParityReport",
+    "block_difference",
     "build_pair",
     "compare_outputs",
     "keras_forward",
@@ -127,6 +128,21 @@ class ParityReport:
         return "\n".join(rows)
 
 
+def block_difference(name: str, reference: np.ndarray, candidate: np.ndarray) -> BlockDiff:
+    """max |candidate - reference| of one output, absolute and relative to max |reference| (float64).
+
+    A candidate holding NaN or inf differs by inf; so does any difference from an all-zero reference.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(candidate, dtype=np.float64)
+    max_abs = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+    if not np.isfinite(got).all():
+        max_abs = float("inf")
+    max_ref = float(np.max(np.abs(ref))) if ref.size else 0.0
+    rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return BlockDiff(name, max_abs, max_ref, rel)
+
+
 def compare_outputs(
     reference: Mapping[str, np.ndarray],
     candidate: Mapping[str, np.ndarray],
@@ -153,18 +169,13 @@ def compare_outputs(
     first = None
     names = list(reference)
     for name in names:
-        ref = np.asarray(reference[name], dtype=np.float64)
-        got = np.asarray(candidate[name], dtype=np.float64)
-        if ref.shape != got.shape:
-            raise ValueError(f"Output {name!r} has shape {got.shape}, expected {ref.shape}. Received: shape={got.shape}")
-        max_abs = float(np.max(np.abs(ref - got))) if ref.size else 0.0
-        if not np.isfinite(got).all():
-            max_abs = float("inf")
-        max_ref = float(np.max(np.abs(ref))) if ref.size else 0.0
-        rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
-        blocks.append(BlockDiff(name, max_abs, max_ref, rel))
+        ref_shape, got_shape = np.shape(reference[name]), np.shape(candidate[name])
+        if ref_shape != got_shape:
+            raise ValueError(f"Output {name!r} has shape {got_shape}, expected {ref_shape}. Received: shape={got_shape}")
+        diff = block_difference(name, reference[name], candidate[name])
+        blocks.append(diff)
         tol = rtol if name == names[-1] else block_rtol
-        if first is None and not rel <= tol:
+        if first is None and not diff.max_rel <= tol:
             first = name
     final = blocks[-1]
     top1 = top5 = None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.compare import BLOCK_RTOL, LOGIT_RTOL
+from parity.compare import BLOCK_RTOL, LOGIT_RTOL, block_difference
 from parity.core.config import VGGConfig
 
 __all__ = [
@@ -281,18 +281,16 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     for name in reference:
         if name not in candidate:
             continue
-        ref = np.asarray(reference[name], np.float64)
-        got = np.asarray(candidate[name], np.float64)
+        ref, got = np.asarray(reference[name]), np.asarray(candidate[name])
         if ref.shape != got.shape:
             rows.append({"name": name, "max_abs": float("inf"), "max_ref": float(np.max(np.abs(ref))), "max_rel": float("inf"), "bound": None, "ok": False})
             failures.append(f"{name} has shape {got.shape}, torch {ref.shape}")
             continue
-        max_abs = float(np.max(np.abs(ref - got))) if np.isfinite(got).all() else float("inf")
-        max_ref = float(np.max(np.abs(ref)))
-        rel = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
+        diff = block_difference(name, ref, got)
+        rel = diff.max_rel
         bound = tolerance.output_rtol if name == "output" else tolerance.block_rtol
         ok = bound is None or rel <= bound
-        rows.append({"name": name, "max_abs": max_abs, "max_ref": max_ref, "max_rel": rel, "bound": bound, "ok": ok})
+        rows.append({"name": name, "max_abs": diff.max_abs, "max_ref": diff.max_ref, "max_rel": rel, "bound": bound, "ok": ok})
         if not ok:
             failures.append(f"{name} differs by {rel:.3g} x max |torch| (bound {bound:g})")
     result: dict[str, object] = {"rows": rows, "blocks_compared": any(r["name"] != "output" for r in rows)}
