@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from parity.core.atomic import signals_held
+from parity.core.atomic import renaming_into, write_temp
 from parity.core.config import VGGConfig
 from parity.core.weights_file import sidecar_path
 
@@ -166,30 +166,20 @@ def _fsync_tree(path: Path) -> None:
 
 
 def commit(staged: Path, target: Path, sidecar_text: str, temps: list[Path]) -> None:
-    """Renames the artifact, then its sidecar, into place, with SIGINT/SIGTERM held back.
+    """Renames the artifact, then its sidecar, into place, with the folder locked and SIGINT/SIGTERM held back.
 
     A folder cannot replace a non-empty folder in one rename: an existing
     SavedModel is first renamed aside (hidden), then removed after the new one is in place.
     """
     _fsync_tree(staged)
-    sidecar_tmp = temp_name(sidecar_path(target), ".tmp")
+    sidecar_tmp = write_temp(sidecar_path(target), sidecar_text)
     temps.append(sidecar_tmp)
-    with open(sidecar_tmp, "w") as fh:
-        fh.write(sidecar_text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    with signals_held():
+    with renaming_into(target.parent, before_commit=None):  # folder locked, signals held, folder flushed after
         if staged.is_dir() and target.exists():
             aside = temp_name(target, ".old")
             temps.append(aside)
             os.replace(target, aside)
         os.replace(staged, target)
         os.replace(sidecar_tmp, sidecar_path(target))
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
