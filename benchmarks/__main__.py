@@ -55,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     unknown = [a for a in args if a != "--quick"]
     if unknown:
-        print(f"error: python -m benchmarks takes --quick or --list; run a module for its options. Received: {' '.join(unknown)}", file=sys.stderr)
+        print(
+            "error: python -m benchmarks takes --quick or --list; run a module for its options. "
+            f"Received: {' '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     for name, run in BENCHMARKS.items():
         print(f"## {name}\n", flush=True)

@@ -45,7 +45,9 @@ from typing import Any
 
 from benchmarks.children import check_output
 from benchmarks.cpu import read_cpuinfo
-from benchmarks.harness import ROOT, child_env, say, table
+from benchmarks.harness import ROOT, child_env, table
+from parity.cli import log
+from parity.core.atomic import write_atomic
 
 #: (cell name, Keras backend or "torch-eager", TF_ENABLE_ONEDNN_OPTS, how the Keras model is run)
 CELLS: tuple[tuple[str, str, str, str], ...] = (
@@ -65,7 +67,7 @@ backend, how, arch, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[
 if how == "torch":
     import torch, torchvision
     from parity.core.config import PRESETS
-    from parity.random_weights import randomized_state_dict
+    from parity.convert.random_weights import randomized_state_dict
     model = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in randomized_state_dict(PRESETS[arch], 0).items()})
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((batch, 3, 224, 224), dtype=np.float32))
@@ -76,8 +78,8 @@ else:
     import keras
     import vgg_keras
     from parity.core.config import PRESETS
-    from parity.converter import assign_keras_weights, convert_state_dict
-    from parity.random_weights import randomized_state_dict
+    from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
+    from parity.convert.random_weights import randomized_state_dict
     config = PRESETS[arch]
     model = vgg_keras.build_vgg(config, classifier_activation=None)
     assign_keras_weights(model, convert_state_dict(randomized_state_dict(config, 0), config))
@@ -129,14 +131,16 @@ def cpu_description() -> str:
 def _env(backend: str, onednn: str) -> dict[str, str]:
     """The environment of a child on ``backend`` (``"reference"``: TensorFlow), with oneDNN set if ``onednn``."""
     extra = {"TF_ENABLE_ONEDNN_OPTS": onednn} if onednn else {}
-    return child_env(ROOT, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow" if backend == "reference" else backend, **extra)
+    return child_env(
+        ROOT, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow" if backend == "reference" else backend, **extra
+    )
 
 
 def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[str, Any]]:
     """Starts one worker per cell, then times ``calls`` batches per cell per round."""
     workers = []
     for name, backend, onednn, how in CELLS:
-        say(f"starting: {name}")
+        log(f"starting: {name}", quiet=False)
         proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER, backend, how, arch, str(batch)],
             cwd=ROOT, env=_env(backend, onednn), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -153,7 +157,7 @@ def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[
                 proc.stdin.write(f"{calls}\n")
                 proc.stdin.flush()
                 samples[name].append(batch / json.loads(proc.stdout.readline())["s_per_call"])
-            say(f"round {r + 1}/{rounds} done")
+            log(f"round {r + 1}/{rounds} done", quiet=False)
     finally:
         for _, proc in workers:
             proc.kill()
@@ -182,11 +186,13 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"CPU: {results['cpu']}", "", f"Throughput, {results['arch']} at 224x224, batch {results['batch']}, fp32, "
              f"median of {results['rounds']} rounds:", ""]  # fmt: skip
     lines += table(["cell", "images/s", "range", "vs torch eager"], "llll", (
-        [row["cell"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}–{row['max']:.1f}", f"{row['vs_torch']:.2f}x"] for row in results["throughput"]
+        [row["cell"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}–{row['max']:.1f}", f"{row['vs_torch']:.2f}x"]
+        for row in results["throughput"]
     ))  # fmt: skip
     lines += ["", "Loading `vgg_keras.VGG16(weights=PATH)` (528 MiB of weights), peak RSS:", ""]
     lines += table(["backend", "after imports (MiB)", "peak (MiB)", "peak above imports (MiB)"], "llll", (
-        [row["backend"], f"{row['imports_mib']:.0f}", f"{row['peak_mib']:.0f}", f"{row['peak_above_imports_mib']:.0f}"] for row in results["load"]
+        [row["backend"], f"{row['imports_mib']:.0f}", f"{row['peak_mib']:.0f}", f"{row['peak_above_imports_mib']:.0f}"]
+        for row in results["load"]
     ))  # fmt: skip
     return "\n".join(lines)
 
@@ -214,16 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["throughput"] = run_throughput(args.arch, args.batch, args.rounds, args.calls)
     with tempfile.TemporaryDirectory(prefix="vgg-bench-") as tmp:
         path = Path(tmp) / "vgg16.weights.h5"
-        convert = [sys.executable, "-m", "parity.convert", "vgg16", "--init", "random-all", "--output", os.fspath(path), "--quiet", "--no-verify"]
+        convert = [
+            sys.executable,
+            "-m",
+            "parity.convert",
+            "vgg16",
+            "--init",
+            "random-all",
+            "--output",
+            os.fspath(path),
+            "--quiet",
+            "--no-verify",
+        ]
         subprocess.run(convert, cwd=ROOT, env=_env("reference", ""), check=True)
         results["load"] = run_load_memory(path)
     results["max_rss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(markdown(results))
     if args.out is not None:  # written whole or not at all
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, args.out)
-    print(f"(measured {time.strftime('%Y-%m-%d')})", file=sys.stderr)
+        write_atomic(args.out, json.dumps(results, indent=2) + "\n")
+    log(f"(measured {time.strftime('%Y-%m-%d')})", quiet=False)
     return 0
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import ROOT, Main, Section, say, summarize, system_busy_seconds
+from benchmarks.harness import ROOT, Main, Section, summarize, system_busy_seconds
+from parity.cli import log
 
 __all__ = ["ChildRun", "Children", "check_output", "child_imports", "child_row", "entry", "run_child"]
 
@@ -125,14 +126,18 @@ class Children:
 
     def convert(self, output: Path, *extra: str) -> list[str]:
         """``python -m parity.convert vgg16`` from ``--init random`` (seed 0) to ``output``."""
-        return [sys.executable, "-m", "parity.convert", "vgg16", "--init", "random", "--seed", "0", "--force", "--quiet",
-                "--output", str(output), *extra]  # fmt: skip
+        return [sys.executable, "-m", "parity.convert", "vgg16", "--init", "random", "--seed", "0", "--force",
+                "--quiet", "--output", str(output), *extra]  # fmt: skip
 
     def run(self, label: str, argv: list[str]) -> ChildRun:
         """Runs one measured child (:func:`run_child`) and says what it took."""
-        log = self.workdir / f"{label.replace(' ', '_').replace('/', '_')}.log"
-        done = run_child(label, argv, self.env, self.cwd, log, self.cores)
-        say(f"  {label:<40} {done.wall_s:6.1f} s  peak RSS {done.peak_mib:7.0f} MiB  (others' CPU {done.others_share:.0%})")
+        log_path = self.workdir / f"{label.replace(' ', '_').replace('/', '_')}.log"
+        done = run_child(label, argv, self.env, self.cwd, log_path, self.cores)
+        log(
+            f"  {label:<40} {done.wall_s:6.1f} s  peak RSS {done.peak_mib:7.0f} MiB  "
+            f"(others' CPU {done.others_share:.0%})",
+            quiet=False,
+        )
         return done
 
 

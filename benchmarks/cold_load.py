@@ -26,8 +26,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.children import ChildRun, Children, child_imports, child_row, entry
-from benchmarks.harness import MIB, SIZE, Option, Section, command, rng, rss_mib, say, summarize, table
+from benchmarks.children import Children, ChildRun, child_imports, child_row, entry
+from benchmarks.harness import MIB, SIZE, Option, Section, command, rng, rss_mib, summarize, table
+from parity.cli import log
 
 __all__ = ["main", "run_cold"]
 
@@ -35,9 +36,8 @@ __all__ = ["main", "run_cold"]
 def _child_cold(which: str, path: str, spawned: float) -> None:
     """Fresh process to first logits; prints timestamps relative to the spawn."""
     t_start = time.time()
-    import numpy as np
-
     import keras
+    import numpy as np
 
     if which == "vgg_keras":
         import vgg_keras
@@ -70,7 +70,6 @@ def _child_cold(which: str, path: str, spawned: float) -> None:
     print(json.dumps(result))
 
 
-
 def _child_apps_weights(argv: list[str]) -> None:
     """Saves a randomly initialized keras.applications VGG16's weights to ``argv[0]``."""
     import keras
@@ -100,15 +99,24 @@ def run_cold(section: Section) -> dict[str, Any]:
     converted = workdir / "vgg16_cli.weights.h5"
     apps_file = workdir / "vgg16_apps.weights.h5"
 
-    say("  preparing files")
+    log("  preparing files", quiet=False)
     child("convert vgg16 (random, no verify)", children.convert(converted, "--no-verify"))
     child("make keras.applications file", children.own("apps-weights", str(apps_file)))
     imports = [child("imports keras", children.own("imports")) for _ in range(args.cold_repeats)]
     base_keras = statistics.median(r.peak_mib for r in imports)
-    cold: dict[str, list[ChildRun]] = {"vgg_keras.VGG16(weights=PATH)": [], "keras.applications.VGG16(weights=PATH2)": []}
+    cold: dict[str, list[ChildRun]] = {
+        "vgg_keras.VGG16(weights=PATH)": [],
+        "keras.applications.VGG16(weights=PATH2)": [],
+    }
     for r in range(args.cold_repeats):
-        for which, label in ([("vgg_keras", converted), ("apps", apps_file)] if r % 2 == 0 else [("apps", apps_file), ("vgg_keras", converted)]):
-            name = "vgg_keras.VGG16(weights=PATH)" if which == "vgg_keras" else "keras.applications.VGG16(weights=PATH2)"
+        for which, label in (
+            [("vgg_keras", converted), ("apps", apps_file)]
+            if r % 2 == 0
+            else [("apps", apps_file), ("vgg_keras", converted)]
+        ):
+            name = (
+                "vgg_keras.VGG16(weights=PATH)" if which == "vgg_keras" else "keras.applications.VGG16(weights=PATH2)"
+            )
             cold[name].append(child(f"cold {which}", children.own("cold", which, str(label), repr(time.time()))))
     cold_rows = []
     for name, rs in cold.items():
@@ -128,21 +136,29 @@ def render(results: dict[str, Any]) -> list[str]:
     """The cold-load table as markdown lines."""
     out: list[str] = []
     cc = results["cold"]
-    out.append("Cold load, fresh process to first logits (batch 1); files: "
-               + ", ".join(f"{k} {v:.0f} MiB" for k, v in cc["files_mib"].items() if not k.endswith(".pth"))
-               + f"; 'above imports' subtracts the keras + vgg_keras import footprint ({cc['imports_peak_mib']['keras']:.0f} MiB).")
+    out.append(
+        "Cold load, fresh process to first logits (batch 1); files: "
+        + ", ".join(f"{k} {v:.0f} MiB" for k, v in cc["files_mib"].items() if not k.endswith(".pth"))
+        + "; 'above imports' subtracts the keras + vgg_keras import footprint "
+        + f"({cc['imports_peak_mib']['keras']:.0f} MiB)."
+    )
     out.append("")
     out += table(
-        ["load", "to first logits s", "interpreter s", "imports s", "build + load s", "first call s", "peak RSS MiB", "above imports MiB"],
+        ["load", "to first logits s", "interpreter s", "imports s", "build + load s", "first call s", "peak RSS MiB",
+         "above imports MiB"],
         "lrrrrrrr",
-        ([row["run"], rng(row["to_first_logits_s"]), f"{row['interpreter_s']['median']:.2f}", f"{row['imports_s']['median']:.2f}",
-          f"{row['build_and_load_s']['median']:.2f}", f"{row['first_call_s']['median']:.2f}", f"{row['peak_mib']:.0f}",
-          f"{row['above_imports_mib']:.0f}"] for row in cc["cold"]),
+        ([row["run"], rng(row["to_first_logits_s"]), f"{row['interpreter_s']['median']:.2f}",
+          f"{row['imports_s']['median']:.2f}", f"{row['build_and_load_s']['median']:.2f}",
+          f"{row['first_call_s']['median']:.2f}", f"{row['peak_mib']:.0f}", f"{row['above_imports_mib']:.0f}"]
+         for row in cc["cold"]),
     )  # fmt: skip
     sha = [r for r in cc["cold"] if "sha256_s" in r]
     if sha:
         out.append("")
-        out.append(f"Of vgg_keras' build + load, the sidecar's sha256 check takes {sha[0]['sha256_s']['median']:.2f} s (measured after the logits).")
+        out.append(
+            f"Of vgg_keras' build + load, the sidecar's sha256 check takes {sha[0]['sha256_s']['median']:.2f} s "
+            "(measured after the logits)."
+        )
     out.append("")
     return out
 

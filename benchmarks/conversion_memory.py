@@ -29,18 +29,19 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.children import ChildRun, Children, child_imports, child_row, entry
-from benchmarks.harness import MIB, Option, Section, command, proc_status_mib, rng, say, table
+from benchmarks.children import Children, ChildRun, child_imports, child_row, entry
+from benchmarks.harness import MIB, Option, Section, command, proc_status_mib, rng, table
+from parity.cli import log
 
 __all__ = ["main", "run_conversion"]
 
 
 def _child_floor(pth: str, out: str) -> None:
     """The floor of any conversion: load a .pth and write its tensors to HDF5 as they are (no layout change)."""
-    import h5py
     import torch
     import torchvision  # noqa: F401  (the same imports as the converter, torch first)
 
+    import h5py
     import keras  # noqa: F401
 
     state = torch.load(pth, map_location="cpu", weights_only=True)
@@ -57,8 +58,8 @@ def _child_keras_route(pth: str, out: str) -> None:
     import keras  # noqa: F401
 
     import vgg_keras
+    from parity.convert.weight_arrays import weight_map
     from parity.core.config import PRESETS
-    from parity.converter import weight_map
 
     state = torch.load(pth, map_location="cpu", weights_only=True)
     config = PRESETS["vgg16"]
@@ -81,16 +82,18 @@ def _child_trace_convert(cli_args: list[str]) -> None:
 
     import keras  # noqa: F401
 
-    import parity.conversion as pc
     import parity.convert as cli
-    import parity.converter as pconv
+    import parity.convert.to_keras as pc
+    import parity.convert.weight_arrays as pconv
     import parity.core.weights_file as wf
 
     def status() -> dict[str, float]:
         """VmRSS and VmHWM of this process in MiB."""
         return proc_status_mib("VmRSS", "VmHWM")
 
-    phases: list[dict[str, Any]] = [{"phase": "imports", "rss_mib": status()["VmRSS"], "peak_mib": status()["VmHWM"], "s": 0.0}]
+    phases: list[dict[str, Any]] = [
+        {"phase": "imports", "rss_mib": status()["VmRSS"], "peak_mib": status()["VmHWM"], "s": 0.0}
+    ]
 
     def wrap(module: Any, name: str) -> None:
         """Replaces ``module.name`` by a version that records RSS and peak RSS."""
@@ -129,7 +132,6 @@ def _child_trace_convert(cli_args: list[str]) -> None:
         raise SystemExit(code)
 
 
-
 def _child_make_pth(argv: list[str]) -> None:
     """Saves a randomly initialized torchvision vgg16's state dict (seed 0) to ``argv[0]``."""
     import torch
@@ -163,7 +165,7 @@ def run_conversion(section: Section) -> dict[str, Any]:
     pth = workdir / "vgg16_random.pth"
     converted = workdir / "vgg16_cli.weights.h5"
 
-    say("  preparing files")
+    log("  preparing files", quiet=False)
     child("make .pth", own("make-pth", str(pth)))
     commands: dict[str, list[str]] = {
         "imports torch+torchvision+keras": own("imports", "torch"),
@@ -171,11 +173,13 @@ def run_conversion(section: Section) -> dict[str, Any]:
         "CLI --init random --no-verify": children.convert(converted, "--no-verify"),
         "CLI --init random (verify)": children.convert(workdir / "vgg16_cli_verified.weights.h5"),
         "CLI --checkpoint .pth --no-verify": [
-            sys.executable, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force", "--quiet",
-            "--output", str(workdir / "vgg16_ckpt.weights.h5"),
+            sys.executable, "-m", "parity.convert", "vgg16", "--checkpoint", str(pth), "--no-verify", "--force",
+            "--quiet", "--output", str(workdir / "vgg16_ckpt.weights.h5"),
         ],
         "floor: load .pth, write its tensors to HDF5": own("floor", str(pth), str(workdir / "vgg16_floor.h5")),
-        "Keras route: load .pth, build, assign, save_weights": own("keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5")),
+        "Keras route: load .pth, build, assign, save_weights": own(
+            "keras-route", str(pth), str(workdir / "vgg16_keras_route.weights.h5")
+        ),
     }  # fmt: skip
     runs: dict[str, list[ChildRun]] = {k: [] for k in commands}
     names = list(commands)
@@ -185,8 +189,20 @@ def run_conversion(section: Section) -> dict[str, Any]:
     trace: dict[str, list[dict[str, Any]]] = {}
     if not args.quick:
         for label, extra in [("--no-verify", ["--no-verify"]), ("verifying", [])]:
-            t = child(f"phase trace of the CLI ({label})", own("trace-convert", "vgg16", "--init", "random", *extra, "--force",
-                                                               "--quiet", "--output", str(workdir / "vgg16_trace.weights.h5")))
+            t = child(
+                f"phase trace of the CLI ({label})",
+                own(
+                    "trace-convert",
+                    "vgg16",
+                    "--init",
+                    "random",
+                    *extra,
+                    "--force",
+                    "--quiet",
+                    "--output",
+                    str(workdir / "vgg16_trace.weights.h5"),
+                ),
+            )
             trace[label] = t.result()["phases"]
 
     checkpoint_mib = pth.stat().st_size / MIB
@@ -211,15 +227,16 @@ def run_conversion(section: Section) -> dict[str, Any]:
     }
 
 
-
 def render(results: dict[str, Any]) -> list[str]:
     """The conversion table and phase traces as markdown lines."""
     out: list[str] = []
     cc = results.get("conversion")
     if cc:
-        out.append(f"Conversion of vgg16 (checkpoint {cc['checkpoint_mib']:.0f} MiB); peak RSS of the process, "
-                   f"'above imports' subtracts the import footprint of torch+torchvision+keras+vgg_keras "
-                   f"({cc['imports_peak_mib']['torch+torchvision+keras']:.0f} MiB).")
+        out.append(
+            f"Conversion of vgg16 (checkpoint {cc['checkpoint_mib']:.0f} MiB); peak RSS of the process, "
+            f"'above imports' subtracts the import footprint of torch+torchvision+keras+vgg_keras "
+            f"({cc['imports_peak_mib']['torch+torchvision+keras']:.0f} MiB)."
+        )
         out.append("")
         out += table(["run", "wall s", "peak RSS MiB", "above imports MiB", "x checkpoint", "others"], "lrrrrr", (
             [row["run"], rng(row["wall_s"], ".1f"), f"{row['peak_mib']:.0f}",
@@ -229,7 +246,10 @@ def render(results: dict[str, Any]) -> list[str]:
         ))  # fmt: skip
         out.append("")
         for label, phases in (cc.get("trace") or {}).items():
-            out.append(f"Phases of `python -m parity.convert vgg16 --init random` ({label}; RSS after the phase; peak within it):")
+            out.append(
+                f"Phases of `python -m parity.convert vgg16 --init random` ({label}; RSS after the phase; "
+                "peak within it):"
+            )
             out.append("")
             out += table(["phase", "s", "RSS after MiB", "peak in phase MiB"], "lrrr", (
                 [p["phase"], f"{p['s']:.1f}", f"{p['rss_mib']:.0f}", f"{p['peak_mib']:.0f}"] for p in phases
@@ -238,7 +258,12 @@ def render(results: dict[str, Any]) -> list[str]:
     return out
 
 
-main = command(__doc__, {"conversion": run_conversion}, render, [Option("--conversion-repeats", "runs of each conversion process", 2, 1)])
+main = command(
+    __doc__,
+    {"conversion": run_conversion},
+    render,
+    [Option("--conversion-repeats", "runs of each conversion process", 2, 1)],
+)
 
 
 if __name__ == "__main__":

@@ -225,7 +225,9 @@ def measure_fma_peak(workdir: Path, cores: int, iterations: int = 100_000_000) -
 
     def batch(copies: int) -> list[float]:
         """GFLOP/s of each of ``copies`` simultaneous runs."""
-        procs = [subprocess.Popen([str(exe), str(iterations)], stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+        procs = [
+            subprocess.Popen([str(exe), str(iterations)], stdout=subprocess.PIPE, text=True) for _ in range(copies)
+        ]
         return [flops / float(p.communicate()[0].split()[0]) / 1e9 for p in procs]
 
     one = [batch(1)[0] for _ in range(5)]
@@ -267,4 +269,3 @@ def model_macs(arch: str, size: int = SIZE) -> int:
         elif spec.kind == "dense":
             total += spec.in_features * spec.out_features
     return total
-

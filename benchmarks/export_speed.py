@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from benchmarks.children import check_output
 from benchmarks.cpu import read_cpuinfo
-from benchmarks.harness import ROOT, child_env, say, table
+from benchmarks.harness import ROOT, child_env, table
+from parity.cli import log
+from parity.core.atomic import write_atomic
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -40,11 +41,13 @@ t0 = time.perf_counter()
 if kind == "torch eager":
     import vgg_torch
     from parity.core.config import VGGConfig
-    from parity.to_torch import keras_file_arrays, torch_state_dict_from_keras
+    from parity.convert.to_torch import torch_state_dict_from_keras
+    from parity.core.h5file import read_layer_arrays
     from parity.core.weights_file import read_record
     cfg = VGGConfig.from_dict(read_record(weights)["config"])
     model = vgg_torch.build_vgg(cfg, init_weights=False).eval()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict_from_keras(keras_file_arrays(weights), cfg, True).items()})
+    state = torch_state_dict_from_keras(read_layer_arrays(weights), cfg, True)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     def run(x):
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.export_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, type=Path, help="the converted .weights.h5 the exports came from")
     parser.add_argument("--saved-model", type=Path, help="a SavedModel folder written by python -m parity.export")
-    parser.add_argument("--tflite", nargs="*", type=Path, default=[], help=".tflite files written by python -m parity.export")
+    parser.add_argument(
+        "--tflite", nargs="*", type=Path, default=[], help=".tflite files written by python -m parity.export"
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -121,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.saved_model:
         runs.append(("SavedModel (fp32)", "saved_model", args.saved_model, args.saved_model))
     for f in args.tflite:
-        quant = json.loads(Path(f"{f}.json").read_text())["export"]["quantization"] if Path(f"{f}.json").is_file() else "?"
+        quant = (
+            json.loads(Path(f"{f}.json").read_text())["export"]["quantization"] if Path(f"{f}.json").is_file() else "?"
+        )
         runs.append((f"TFLite ({quant})", "tflite", f, f))
     cpu = cpu_model()
     print(f"CPU: {cpu}", flush=True)
@@ -131,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(kind, path, args.weights, args.repeats)
         figures.update(label=label, size_mb=_size(sized) / 1e6)
         rows.append(figures)
-        say(f"  {label}: {figures} ({time.perf_counter() - started:.0f} s)")
-    print("\n".join(table(["runtime", "file size", "latency, batch 1", "throughput, batch 8", "peak RSS", "load"], "llllll", (
+        log(f"  {label}: {figures} ({time.perf_counter() - started:.0f} s)", quiet=False)
+    header = ["runtime", "file size", "latency, batch 1", "throughput, batch 8", "peak RSS", "load"]
+    print("\n".join(table(header, "llllll", (
         [r["label"], f"{r['size_mb']:.0f} MB", f"{r['latency_ms']:.0f} ms", f"{r['throughput']:.1f} img/s",
          f"{r['peak_rss_mb'] / 1024:.2f} GB", f"{r['load_s']:.1f} s"] for r in rows
     ))))  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
+        write_atomic(args.json, json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -33,10 +33,28 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import SIZE, cpu_peak, measure_fma_peak, read_cpuinfo  # noqa: E402  (after the path is set)
+from parity.cli import log  # noqa: E402
+from parity.core.atomic import write_atomic  # noqa: E402
 
 __all__ = [
-    "MIB", "QUIET_SHARE", "ROOT", "SIZE", "Main", "Option", "Section", "base_parser", "child_env", "command",
-    "proc_status_mib", "rng", "rss_mib", "run", "say", "summarize", "system_busy_seconds", "table", "timed",
+    "MIB",
+    "QUIET_SHARE",
+    "ROOT",
+    "SIZE",
+    "Main",
+    "Option",
+    "Section",
+    "base_parser",
+    "child_env",
+    "command",
+    "proc_status_mib",
+    "rng",
+    "rss_mib",
+    "run",
+    "summarize",
+    "system_busy_seconds",
+    "table",
+    "timed",
 ]
 
 MIB = 1024 * 1024
@@ -225,23 +243,23 @@ def rss_mib() -> float:
     return proc_status_mib("VmRSS").get("VmRSS", 0.0)
 
 
-def say(msg: str) -> None:
-    """Progress message on stderr (stdout carries the report)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
 def cpu_lines(results: dict[str, Any]) -> list[str]:
     """The report's first lines: the CPU, its theoretical peak and its measured FMA rate."""
     out: list[str] = []
     peak = results["peak"]
-    out.append(f"CPU: {peak['cpu']}, {peak['cores']} cores{' (virtual machine)' if peak['hypervisor'] else ''}; "
-               f"peak {peak['gflops']:.0f} GFLOP/s fp32 = {peak['cores']} cores x {peak['ghz']:.3f} GHz ({peak['ghz_source']}) "
-               f"x {peak['flops_per_cycle']} FLOP/cycle ({peak['reason']}).")
+    out.append(
+        f"CPU: {peak['cpu']}, {peak['cores']} cores{' (virtual machine)' if peak['hypervisor'] else ''}; "
+        f"peak {peak['gflops']:.0f} GFLOP/s fp32 = {peak['cores']} cores x {peak['ghz']:.3f} GHz "
+        f"({peak['ghz_source']}) x {peak['flops_per_cycle']} FLOP/cycle ({peak['reason']})."
+    )
     fma = results.get("fma")
     if fma:
-        out.append(f"Measured ({fma['isa']} FMA chains in registers, {fma['note']}): {fma['per_core_gflops']:.0f} GFLOP/s on one core "
-                   f"(= {fma['per_core_gflops'] / peak['flops_per_cycle']:.2f} GHz x {peak['flops_per_cycle']} FLOP/cycle), "
-                   f"{fma['all_cores_gflops']:.0f} GFLOP/s with one copy per core.")
+        out.append(
+            f"Measured ({fma['isa']} FMA chains in registers, {fma['note']}): "
+            f"{fma['per_core_gflops']:.0f} GFLOP/s on one core "
+            f"(= {fma['per_core_gflops'] / peak['flops_per_cycle']:.2f} GHz x {peak['flops_per_cycle']} FLOP/cycle), "
+            f"{fma['all_cores_gflops']:.0f} GFLOP/s with one copy per core."
+        )
     out.append("")
     return out
 
@@ -251,11 +269,23 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--out", type=Path, help="write all results and raw samples to this JSON file")
-    p.add_argument("--quiet-wait", type=float, default=8.0, help="before each sample, wait up to this long for other processes to go quiet (default 8)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=8.0,
+        help="before each sample, wait up to this long for other processes to go quiet (default 8)",
+    )
     p.add_argument("--quiet-budget", type=float, help="total seconds all such waits may take (default 150; quick 0)")
     p.add_argument("--ghz", type=float, help="clock for the peak (default: cpu MHz from /proc/cpuinfo)")
-    p.add_argument("--flops-per-cycle", type=int, help="fp32 FLOPs per cycle per core for the peak (default: derived from the CPU)")
-    p.add_argument("--project-root", type=Path, default=ROOT, help="checkout whose parity/vgg_keras the children run (default: this one)")
+    p.add_argument(
+        "--flops-per-cycle", type=int, help="fp32 FLOPs per cycle per core for the peak (default: derived from the CPU)"
+    )
+    p.add_argument(
+        "--project-root",
+        type=Path,
+        default=ROOT,
+        help="checkout whose parity/vgg_keras the children run (default: this one)",
+    )
     p.add_argument("--workdir", type=Path, help="keep files and logs here (default: a temporary folder, removed)")
     return p
 
@@ -362,10 +392,10 @@ def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable
         workdir = Path(tmp.name)
     env["KERAS_HOME"] = str(workdir / "keras_home")
     try:
-        say("FMA throughput check")
+        log("FMA throughput check", quiet=False)
         results["fma"] = fma = measure_fma_peak(workdir, peak["cores"])
         for key, measure in sections.items():
-            say(key)
+            log(key, quiet=False)
             results[key] = measure(Section(args, env, workdir, peak, fma))
     finally:
         if tmp is not None:
@@ -374,10 +404,12 @@ def run(args: argparse.Namespace, sections: dict[str, Measure], render: Callable
     results["load_average_end"] = os.getloadavg()
     report = "\n".join(cpu_lines(results) + render(results))
     print(report)
-    print(f"Total {results['elapsed_s'] / 60:.1f} min; load average {results['load_average_start'][0]:.2f} at start, "
-          f"{results['load_average_end'][0]:.2f} at end.")
+    print(
+        f"Total {results['elapsed_s'] / 60:.1f} min; load average {results['load_average_start'][0]:.2f} at start, "
+        f"{results['load_average_end'][0]:.2f} at end."
+    )
     if args.out:
         results["report"] = report
-        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        say(f"wrote {args.out}")
+        write_atomic(args.out, json.dumps(results, indent=1, default=str) + "\n")
+        log(f"wrote {args.out}", quiet=False)
     return 0

@@ -32,8 +32,20 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu import model_macs
-from benchmarks.harness import QUIET_SHARE, SIZE, Option, Section, command, is_quiet, rng, say, summarize, table, wait_for_quiet
+from benchmarks.harness import (
+    QUIET_SHARE,
+    SIZE,
+    Option,
+    Section,
+    command,
+    is_quiet,
+    rng,
+    summarize,
+    table,
+    wait_for_quiet,
+)
 from benchmarks.workers import Worker, WorkerSpec
+from parity.cli import log
 
 __all__ = ["main", "run_throughput", "summarize_throughput"]
 
@@ -70,9 +82,18 @@ def throughput_specs(diagnose: bool) -> list[WorkerSpec]:
             WorkerSpec("torch eager, 1 thread", "torch", ("vgg16",), ("eager",), opts={"threads": 1}),
             WorkerSpec("torch eager, channels_last", "torch", ("vgg16",), ("eager",), opts={"channels_last": True}),
             WorkerSpec("torch eager, glibc heap kept", "torch", ("vgg16",), ("eager",), env=keep_heap),
-            WorkerSpec("torch eager, channels_last + heap kept", "torch", ("vgg16",), ("eager",), env=keep_heap, opts={"channels_last": True}),
+            WorkerSpec(
+                "torch eager, channels_last + heap kept",
+                "torch",
+                ("vgg16",),
+                ("eager",),
+                env=keep_heap,
+                opts={"channels_last": True},
+            ),
             WorkerSpec("keras, 1 thread", "keras", ("vgg16",), ("direct",), opts={"threads": 1}),
-            WorkerSpec("keras, oneDNN off", "keras", ("vgg16",), ("direct", "graph"), env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+            WorkerSpec(
+                "keras, oneDNN off", "keras", ("vgg16",), ("direct", "graph"), env={"TF_ENABLE_ONEDNN_OPTS": "0"}
+            ),
         ]
     return specs
 
@@ -107,18 +128,23 @@ def run_throughput(section: Section) -> dict[str, Any]:
         for i, spec in enumerate(specs):
             t = time.perf_counter()
             workers.append(Worker(spec, env, args.project_root, workdir / f"worker{i}.log"))
-            say(f"  started {spec.label} ({time.perf_counter() - t:.1f} s)")
+            log(f"  started {spec.label} ({time.perf_counter() - t:.1f} s)", quiet=False)
         cells = _cells(specs, batches)
         prep: dict[str, dict[str, Any]] = {}
         for i, model, batch, path in cells:
             ready = workers[i].request(op="prepare", model=model, batch=batch, path=path, target_s=args.target_seconds)
             prep[_key(i, model, batch, path)] = ready
-            say(f"  warm-up {specs[i].label:<38} {model:<10} b{batch} {path:<8} first call {ready['first_call_s']:6.2f} s, "
-                f"then {ready['warm_s']:.3f} s/batch")
+            log(
+                f"  warm-up {specs[i].label:<38} {model:<10} b{batch} {path:<8} "
+                f"first call {ready['first_call_s']:6.2f} s, then {ready['warm_s']:.3f} s/batch",
+                quiet=False,
+            )
         samples: dict[str, list[dict[str, float]]] = {_key(*c): [] for c in cells}
         budget = args.quiet_budget
         waited = 0.0
-        gemm: dict[str, list[dict[str, float]]] = {s.label: [] for s in specs if s.kind in ("torch", "keras") and not s.opts and not s.env}
+        gemm: dict[str, list[dict[str, float]]] = {
+            s.label: [] for s in specs if s.kind in ("torch", "keras") and not s.opts and not s.env
+        }
         for r in range(args.rounds):
             order = cells if r % 2 == 0 else cells[::-1]
             t = time.perf_counter()
@@ -126,18 +152,27 @@ def run_throughput(section: Section) -> dict[str, Any]:
                 key = _key(i, model, batch, path)
                 if budget - waited > 0:
                     waited += wait_for_quiet(peak["cores"], min(args.quiet_wait, budget - waited))
-                samples[key].append(workers[i].request(op="measure", model=model, batch=batch, path=path, steps=prep[key]["steps"]))
+                samples[key].append(
+                    workers[i].request(op="measure", model=model, batch=batch, path=path, steps=prep[key]["steps"])
+                )
             for i, spec in enumerate(specs):
                 if spec.label in gemm:
                     gemm[spec.label].append(workers[i].request(op="gemm", n=2048, reps=3))
             quiet = sum(is_quiet(samples[_key(*c)][-1], peak["cores"]) for c in cells)
-            say(f"  round {r + 1}/{args.rounds} done in {time.perf_counter() - t:.0f} s, {quiet}/{len(cells)} samples quiet, "
-                 f"{waited:.0f} s of the {budget:.0f} s quiet-wait budget used (load avg {os.getloadavg()[0]:.2f})")
+            log(
+                f"  round {r + 1}/{args.rounds} done in {time.perf_counter() - t:.0f} s, "
+                f"{quiet}/{len(cells)} samples quiet, "
+                f"{waited:.0f} s of the {budget:.0f} s quiet-wait budget used (load avg {os.getloadavg()[0]:.2f})",
+                quiet=False,
+            )
     finally:
         for w in workers:
             w.close()
     return {
-        "workers": [{"label": s.label, "env": s.env, "opts": s.opts, **w.hello["info"], "setup_s": w.hello["setup_s"]} for s, w in zip(specs, workers)],
+        "workers": [
+            {"label": s.label, "env": s.env, "opts": s.opts, **w.hello["info"], "setup_s": w.hello["setup_s"]}
+            for s, w in zip(specs, workers)
+        ],
         "cells": [dict(zip(("worker", "model", "batch", "path"), (specs[c[0]].label, *c[1:]))) for c in cells],
         "prepare": prep,
         "samples": samples,
@@ -217,7 +252,9 @@ def summarize_throughput(
             row["ratio_to_torch"] = summarize([r / (s["images"] / s["wall"]) for r, s in zip(rate, ref)])
             pairs = [(m, s) for m, s in zip(got, ref) if is_quiet(m, peak["cores"]) and is_quiet(s, peak["cores"])]
             if pairs:
-                row["quiet_ratio_to_torch"] = summarize([(m["images"] / m["wall"]) / (s["images"] / s["wall"]) for m, s in pairs])
+                row["quiet_ratio_to_torch"] = summarize(
+                    [(m["images"] / m["wall"]) / (s["images"] / s["wall"]) for m, s in pairs]
+                )
         if model == "apps_vgg16":
             mine = samples.get(_key(i, "vgg16", batch, path))
             if mine:
@@ -232,7 +269,6 @@ def summarize_throughput(
     }
 
 
-
 def _label(row: dict[str, Any]) -> str:
     """A row's runtime / path cell: the worker, and for Keras workers the path."""
     return row["worker"] if row["worker"].startswith("torch") else f"{row['worker']} {row['path']}"
@@ -240,75 +276,130 @@ def _label(row: dict[str, Any]) -> str:
 
 def render(results: dict[str, Any]) -> list[str]:
     """The throughput tables (and the keras.applications comparison) as markdown lines."""
-    out: list[str] = []
     tp = results.get("throughput")
-    if tp:
-        for w in tp["workers"]:
-            extras = ", ".join(f"{k}={v}" for k, v in w.items() if k not in ("label", "env", "opts", "setup_s"))
-            out.append(f"- {w['label']}: {extras}" + (f"; env {w['env']}" if w["env"] else ""))
+    if not tp:
+        return []
+    out: list[str] = []
+    for w in tp["workers"]:
+        extras = ", ".join(f"{k}={v}" for k, v in w.items() if k not in ("label", "env", "opts", "setup_s"))
+        out.append(f"- {w['label']}: {extras}" + (f"; env {w['env']}" if w["env"] else ""))
+    out.append("")
+    out += _throughput_table(tp, results["args"]["rounds"])
+    out += _quiet_table(tp)
+    out += _apps_table(tp)
+    if tp["summary"]["gemm"]:
+        out.append(
+            "Square fp32 matmul, 2048x2048, GFLOP/s: "
+            + "; ".join(f"{k}: {rng(v, '.0f')}" for k, v in tp["summary"]["gemm"].items())
+        )
         out.append("")
-        out.append(f"Throughput at {SIZE}x{SIZE}, images/s: median (min–max) over {results['args']['rounds']} rounds. "
-                   "Ratio = this path / torch eager in the same round (>1: faster than torch). "
-                   "Others = CPU used by other processes during the samples, as a share of all cores.")
-        out.append("")
-        out.append("% of peak: of the theoretical peak above; % measured: of the cores x one core's measured FMA rate; "
-                   "per CPU-s: FLOP/s per CPU-second the process got, as % of one core's measured rate.")
-        out.append("")
-        lines = []
-        for row in tp["summary"]["rows"]:
-            if row["model"] == "apps_vgg16":
-                continue
-            s = row["images_per_s"]
-            lines.append([
-                row["model"], row["batch"], _label(row), rng(s), f"{s['q1']:.2f}–{s['q3']:.2f}",
-                rng(row["ratio_to_torch"]) if "ratio_to_torch" in row else "1", f"{row['peak_fraction']:.0%}",
-                f"{row['measured_peak_fraction']:.0%}" if "measured_peak_fraction" in row else "-",
-                f"{row['per_cpu_second_fraction']:.0%}" if "per_cpu_second_fraction" in row else "-",
-                f"{row['cpu_per_wall']:.2f}", f"{row['others_share']:.0%}", f"{row['minflt_per_image']:.0f}",
-            ])  # fmt: skip
-        out += table(["model", "batch", "runtime / path", "images/s", "IQR", "ratio to torch", "% of peak", "% measured", "per CPU-s",
-                      "CPU/wall", "others", "page faults/image"], "lrlrrrrrrrrr", lines)  # fmt: skip
-        out.append("")
-        rows = [r for r in tp["summary"]["rows"] if r["model"] != "apps_vgg16"]
-        quiet_rows = [r for r in rows if "quiet_images_per_s" in r]
-        all_quiet = all(r.get("quiet_images_per_s", {}).get("n") == r["images_per_s"]["n"] for r in rows)
-        if all_quiet:
-            out.append(f"Every sample was quiet (other processes used < {QUIET_SHARE:.0%} of the machine).")
-            out.append("")
-        elif quiet_rows:
-            out.append(f"The same, only samples during which other processes used < {QUIET_SHARE:.0%} of the machine "
-                       "(ratios: only rounds where both samples were quiet); n = number of such samples.")
-            out.append("")
-            lines = []
-            for row in quiet_rows:
-                q = row["quiet_images_per_s"]
-                if "quiet_ratio_to_torch" in row:
-                    ratio = f"{rng(row['quiet_ratio_to_torch'])} (n={row['quiet_ratio_to_torch']['n']})"
-                else:
-                    ratio = "1" if row["worker"] == tp["workers"][0]["label"] else "-"
-                lines.append([row["model"], row["batch"], _label(row), rng(q), q["n"], ratio, f"{row['quiet_peak_fraction']:.0%}"])
-            out += table(["model", "batch", "runtime / path", "images/s quiet", "n", "ratio to torch, quiet", "% of peak"], "lrlrrrr", lines)
-            out.append("")
+    return out
+
+
+def _throughput_table(tp: dict[str, Any], rounds: int) -> list[str]:
+    """Every sample's figures per model, batch and path (keras.applications aside), with their legend.
+
+    Args:
+        tp: The throughput section's results.
+        rounds: Rounds measured.
+
+    Returns:
+        Markdown lines.
+    """
+    out = [
+        f"Throughput at {SIZE}x{SIZE}, images/s: median (min–max) over {rounds} rounds. "
+        "Ratio = this path / torch eager in the same round (>1: faster than torch). "
+        "Others = CPU used by other processes during the samples, as a share of all cores.",
+        "",
+        "% of peak: of the theoretical peak above; % measured: of the cores x one core's measured FMA rate; "
+        "per CPU-s: FLOP/s per CPU-second the process got, as % of one core's measured rate.",
+        "",
+    ]
+    lines = []
+    for row in tp["summary"]["rows"]:
+        if row["model"] == "apps_vgg16":
+            continue
+        s = row["images_per_s"]
+        lines.append([
+            row["model"], row["batch"], _label(row), rng(s), f"{s['q1']:.2f}–{s['q3']:.2f}",
+            rng(row["ratio_to_torch"]) if "ratio_to_torch" in row else "1", f"{row['peak_fraction']:.0%}",
+            f"{row['measured_peak_fraction']:.0%}" if "measured_peak_fraction" in row else "-",
+            f"{row['per_cpu_second_fraction']:.0%}" if "per_cpu_second_fraction" in row else "-",
+            f"{row['cpu_per_wall']:.2f}", f"{row['others_share']:.0%}", f"{row['minflt_per_image']:.0f}",
+        ])  # fmt: skip
+    out += table(["model", "batch", "runtime / path", "images/s", "IQR", "ratio to torch", "% of peak",
+                  "% measured", "per CPU-s", "CPU/wall", "others", "page faults/image"],
+                 "lrlrrrrrrrrr", lines)  # fmt: skip
+    out.append("")
+    return out
+
+
+def _quiet_table(tp: dict[str, Any]) -> list[str]:
+    """The same figures from quiet samples only, or a line saying that every sample, or none, was quiet.
+
+    Args:
+        tp: The throughput section's results.
+
+    Returns:
+        Markdown lines.
+    """
+    rows = [r for r in tp["summary"]["rows"] if r["model"] != "apps_vgg16"]
+    quiet_rows = [r for r in rows if "quiet_images_per_s" in r]
+    if all(r.get("quiet_images_per_s", {}).get("n") == r["images_per_s"]["n"] for r in rows):
+        return [f"Every sample was quiet (other processes used < {QUIET_SHARE:.0%} of the machine).", ""]
+    if not quiet_rows:
+        return [f"No sample was quiet (other processes used >= {QUIET_SHARE:.0%} of the machine throughout).", ""]
+    out = [
+        f"The same, only samples during which other processes used < {QUIET_SHARE:.0%} of the machine "
+        "(ratios: only rounds where both samples were quiet); n = number of such samples.",
+        "",
+    ]
+    lines = []
+    for row in quiet_rows:
+        q = row["quiet_images_per_s"]
+        if "quiet_ratio_to_torch" in row:
+            ratio = f"{rng(row['quiet_ratio_to_torch'])} (n={row['quiet_ratio_to_torch']['n']})"
         else:
-            out.append(f"No sample was quiet (other processes used >= {QUIET_SHARE:.0%} of the machine throughout).")
-            out.append("")
-        apps = [r for r in tp["summary"]["rows"] if r["model"] == "apps_vgg16"]
-        if apps:
-            out.append("vgg_keras VGG16 (adaptive pool + dropout head) against keras.applications.VGG16, same rounds: "
-                       "ratio = vgg_keras / keras.applications per round.")
-            out.append("")
-            mine = {(r["batch"], r["path"]): r for r in tp["summary"]["rows"] if r["model"] == "vgg16" and r["worker"] == "keras"}
-            lines = []
-            for row in apps:
-                m = mine.get((row["batch"], row["path"]))
-                lines.append([row["batch"], row["path"], rng(m["images_per_s"]) if m else "-", rng(row["images_per_s"]),
-                              rng(row["vgg_keras_over_apps"], ".3f")])  # fmt: skip
-            out += table(["batch", "path", "vgg_keras images/s", "keras.applications images/s", "ratio"], "rlrrr", lines)
-            out.append("")
-        if tp["summary"]["gemm"]:
-            out.append("Square fp32 matmul, 2048x2048, GFLOP/s: " + "; ".join(
-                f"{k}: {rng(v, '.0f')}" for k, v in tp["summary"]["gemm"].items()))
-            out.append("")
+            ratio = "1" if row["worker"] == tp["workers"][0]["label"] else "-"
+        lines.append(
+            [row["model"], row["batch"], _label(row), rng(q), q["n"], ratio, f"{row['quiet_peak_fraction']:.0%}"]
+        )
+    out += table(
+        ["model", "batch", "runtime / path", "images/s quiet", "n", "ratio to torch, quiet", "% of peak"],
+        "lrlrrrr",
+        lines,
+    )
+    out.append("")
+    return out
+
+
+def _apps_table(tp: dict[str, Any]) -> list[str]:
+    """vgg_keras' VGG16 against keras.applications' (nothing when that comparison was not run).
+
+    Args:
+        tp: The throughput section's results.
+
+    Returns:
+        Markdown lines.
+    """
+    apps = [r for r in tp["summary"]["rows"] if r["model"] == "apps_vgg16"]
+    if not apps:
+        return []
+    out = [
+        "vgg_keras VGG16 (adaptive pool + dropout head) against keras.applications.VGG16, same rounds: "
+        "ratio = vgg_keras / keras.applications per round.",
+        "",
+    ]
+    mine = {
+        (r["batch"], r["path"]): r for r in tp["summary"]["rows"] if r["model"] == "vgg16" and r["worker"] == "keras"
+    }
+    lines = []
+    for row in apps:
+        m = mine.get((row["batch"], row["path"]))
+        lines.append([row["batch"], row["path"], rng(m["images_per_s"]) if m else "-", rng(row["images_per_s"]),
+                      rng(row["vgg_keras_over_apps"], ".3f")])  # fmt: skip
+    out += table(["batch", "path", "vgg_keras images/s", "keras.applications images/s", "ratio"], "rlrrr", lines)
+    out.append("")
     return out
 
 

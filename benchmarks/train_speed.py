@@ -4,7 +4,7 @@
     uv run python -m benchmarks.train_speed --batch-size 128 --steps 5 --threads 2
 
 Each framework runs the same optimizer steps as ``python -m parity.train``
-(:class:`parity.trainers.TorchTrainer`, :class:`parity.trainers.KerasTrainer`) on
+(:class:`parity.train.loop.TorchTrainer`, :class:`parity.train.loop.KerasTrainer`) on
 random 32x32 batches (speed does not depend on the pixels): torch eager,
 Keras' step as a ``tf.function`` ("graph"), and the same step compiled with
 XLA (``jit_compile=True``). After ``--warmup`` untimed steps (tracing,
@@ -33,9 +33,11 @@ import torch  # noqa: E402  (torch and torchvision before TensorFlow)
 import torchvision  # noqa: E402,F401
 
 from benchmarks.harness import table  # noqa: E402
+from parity.cli import log  # noqa: E402
+from parity.core.atomic import write_atomic  # noqa: E402
 from parity.core.config import PRESETS, RECIPES, get_named_config  # noqa: E402
 from parity.machine import cpu_name  # noqa: E402
-from parity.trainers import KerasTrainer, Recipe, TorchTrainer, initial_state  # noqa: E402
+from parity.train.loop import KerasTrainer, Recipe, TorchTrainer, initial_state  # noqa: E402
 
 #: CIFAR-10's training set and the recipe's epochs.
 EPOCH_IMAGES = 50_000
@@ -62,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per framework (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads per framework (default: all cores)")
-    parser.add_argument("--modes", nargs="+", default=["torch", "keras", "keras-xla"], choices=["torch", "keras", "keras-xla"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["torch", "keras", "keras-xla"], choices=["torch", "keras", "keras-xla"]
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -72,17 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    config = get_named_config(args.arch).replace(num_classes=10) if args.arch in PRESETS else get_named_config(args.arch)
+    config = (
+        get_named_config(args.arch).replace(num_classes=10) if args.arch in PRESETS else get_named_config(args.arch)
+    )
     recipe = Recipe(batch_size=args.batch_size)
     state = initial_state(config, 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch_size, 3, 32, 32), dtype=np.float32)
     y = rng.integers(0, config.num_classes, args.batch_size).astype(np.int64)
     cpu = cpu_name()
-    print(
-        f"{config.name}: {config.num_params:,} parameters, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
-        f"steps each, on {cpu}; torch {torch.__version__} ({torch.get_num_threads()} threads), TensorFlow {tf.__version__}",
-        file=sys.stderr,
+    log(
+        f"{config.name}: {config.num_params:,} parameters, batch {args.batch_size}, "
+        f"{args.warmup} warm-up + {args.steps} timed steps each, on {cpu}; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), TensorFlow {tf.__version__}",
+        quiet=False,
     )
     rows = []
     for mode in args.modes:
@@ -104,15 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "recipe_h": epoch * RECIPE_EPOCHS / 3600,
             }
         )
-        print(f"  {mode}: {per_step:.2f} s/step, {rate:.1f} img/s", file=sys.stderr, flush=True)
+        log(f"  {mode}: {per_step:.2f} s/step, {rate:.1f} img/s", quiet=False)
         del trainer
     print(f"\n{config.name}, batch {args.batch_size}, on {cpu} (median of {args.steps} steps, extrapolated)\n")
-    print("\n".join(table(["framework", "s / step", "images / s", "s / 50k-image epoch", "50 epochs (h)"], "lllll", (
-        [r["mode"], f"{r['step_s']:.2f}", f"{r['images_per_s']:.1f}", f"{r['epoch_s']:.0f}", f"{r['recipe_h']:.1f}"] for r in rows
-    ))))  # fmt: skip
+    header = ["framework", "s / step", "images / s", "s / 50k-image epoch", "50 epochs (h)"]
+    cells = (
+        [r["mode"], f"{r['step_s']:.2f}", f"{r['images_per_s']:.1f}", f"{r['epoch_s']:.0f}", f"{r['recipe_h']:.1f}"]
+        for r in rows
+    )
+    print("\n".join(table(header, "lllll", cells)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": config.name, "batch_size": args.batch_size, "cpu": cpu, "rows": rows}, f, indent=1)
+        figures = {"config": config.name, "batch_size": args.batch_size, "cpu": cpu, "rows": rows}
+        write_atomic(args.json, json.dumps(figures, indent=1))
     return 0
 
 

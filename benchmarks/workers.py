@@ -301,7 +301,9 @@ class Worker:
         if not line:
             self.proc.wait()
             tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker {self.spec.label!r} exited (code {self.proc.returncode}); its log ends:\n{tail}")
+            raise RuntimeError(
+                f"worker {self.spec.label!r} exited (code {self.proc.returncode}); its log ends:\n{tail}"
+            )
         reply = json.loads(line)
         if not reply.get("ok"):
             raise RuntimeError(f"worker {self.spec.label!r} failed:\n{reply.get('error')}")

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    import keras
     import torch
+
+    import keras
 
     from parity.core.config import VGGConfig
 
@@ -171,7 +172,9 @@ def compare_outputs(
     for name in names:
         ref_shape, got_shape = np.shape(reference[name]), np.shape(candidate[name])
         if ref_shape != got_shape:
-            raise ValueError(f"Output {name!r} has shape {got_shape}, expected {ref_shape}. Received: shape={got_shape}")
+            raise ValueError(
+                f"Output {name!r} has shape {got_shape}, expected {ref_shape}. Received: shape={got_shape}"
+            )
         diff = block_difference(name, reference[name], candidate[name])
         blocks.append(diff)
         tol = rtol if name == names[-1] else block_rtol
@@ -333,8 +336,8 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
 
     import vgg_keras
     import vgg_torch
+    from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
     from parity.core.config import PRESETS
-    from parity.converter import assign_keras_weights, convert_state_dict
 
     preset = PRESETS.get(config.name)
     if preset is not None and preset.replace(num_classes=config.num_classes, dropout=config.dropout) == config:
@@ -343,7 +346,9 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
         )
     else:
         reference = vgg_torch.build_vgg(config, init_weights=False)
-    reference.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True)
+    reference.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, strict=True
+    )
     model = vgg_keras.build_vgg(config, classifier_activation=None)
     assign_keras_weights(model, convert_state_dict(state_dict, config))
     return reference.eval(), model

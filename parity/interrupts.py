@@ -1,6 +1,6 @@
 """SIGTERM and SIGINT during a conversion: an exception that unwinds, and a flag that survives being swallowed.
 
-:func:`parity.cli_runner.run_cli` (the body of the CLIs' ``main``) installs
+:func:`parity.cli.run_cli` (the body of the CLIs' ``main``) installs
 :func:`raise_interrupted` for SIGTERM (SIGINT already raises ``KeyboardInterrupt``). The conversion calls
 :func:`abort_if_interrupted` between its steps and just before each rename,
 so a signal whose exception some library code swallowed still stops it before
@@ -17,14 +17,18 @@ class Interrupted(BaseException):
 
     Attributes:
         signum: The signal number.
+        written: A file that was complete and renamed into place when the
+            signal was delivered (a signal held back during the final renames),
+            or ``None``: nothing was kept.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, written: object = None) -> None:
         super().__init__(signum)
         self.signum = signum
+        self.written = written
 
 
-#: The last SIGTERM received under :func:`parity.cli_runner.run_cli`, kept in case library code swallows the exception.
+#: The last SIGTERM received under :func:`parity.cli.run_cli`, kept in case library code swallows the exception.
 _received_signal: int | None = None
 
 

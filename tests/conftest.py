@@ -34,7 +34,13 @@ TINY = VGGConfig(stages=((4,), (8, 8), (8,)), hidden=(16, 16), num_classes=7, po
 TINY_BN = TINY.replace(batch_norm=True, name="tiny_bn")
 #: CIFAR-style: no adaptive pool, 3 stages on 32x32 flatten a 4x4 map, 10 classes, one linear layer.
 CIFAR = VGGConfig(
-    stages=((8, 8), (16, 16), (16,)), batch_norm=True, pool_size=None, input_size=(32, 32), hidden=(), num_classes=10, name="cifar"
+    stages=((8, 8), (16, 16), (16,)),
+    batch_norm=True,
+    pool_size=None,
+    input_size=(32, 32),
+    hidden=(),
+    num_classes=10,
+    name="cifar",
 )
 TINY_CONFIGS = {"tiny": TINY, "tiny_bn": TINY_BN, "cifar": CIFAR}
 
@@ -44,7 +50,12 @@ TINY_CONFIGS = {"tiny": TINY, "tiny_bn": TINY_BN, "cifar": CIFAR}
 DEFAULT_PRESETS = ("vgg11_bn", "vgg16")
 
 
-def preset_params(presets: Iterable[str] = PRESETS, *, default: Iterable[str] = DEFAULT_PRESETS, marks: Sequence[pytest.MarkDecorator] = ()) -> list[object]:
+def preset_params(
+    presets: Iterable[str] = PRESETS,
+    *,
+    default: Iterable[str] = DEFAULT_PRESETS,
+    marks: Sequence[pytest.MarkDecorator] = (),
+) -> list[object]:
     """Presets as pytest params: those outside ``default`` are also marked ``extended``.
 
     Args:
@@ -98,7 +109,9 @@ def _channels_last() -> Iterator[None]:
     keras.config.set_image_data_format("channels_last")
 
 
-def run_python(code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Runs Python code in a fresh interpreter of this venv, from the repo root."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -12,8 +12,14 @@ under ``TYPE_CHECKING`` included) and sorted into packages:
 - ``tests`` and ``benchmarks``: on top; import anything but each other.
 
 The package graph must have no cycle and no import that points up, and the
-graph of modules no cycle either. The checker is run on a small made-up set of
-modules too, to show that it reports what it should.
+graph of modules no cycle either. Privates stay private: no module imports a
+private name (``_x``, dunders aside) of another repository module, whether a
+function, a constant or a submodule (``from a import _b``, ``import a._b``);
+only a package's own modules may use its ``__init__``'s private names, and a
+package's ``__init__`` may re-export its own modules' private names. Modules
+from outside the repository (``numpy._core``, ``torchvision.models._utils``)
+are not checked. The checkers are run on small made-up sets of modules too, to
+show that they report what they should.
 """
 
 from __future__ import annotations
@@ -77,14 +83,69 @@ def imports_of(module: str, source: str, known: set[str], is_package: bool = Fal
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = module.split(".") if is_package else module.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
+            base = _absolute(module, node, is_package)
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
     return {name for name in found if package_of(name) is not None and name != module}
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
+    """The module a ``from ... import`` reads from, relative imports resolved."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    anchor = module.split(".") if is_package else module.split(".")[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, *([base] if base else [])])
+
+
+def private_imports(modules: Mapping[str, str], packages: frozenset[str] = frozenset()) -> list[str]:
+    """Every import of another repository module's private name, wherever in the file it is.
+
+    A dotted name ``a.b._c.d`` (from ``import a.b._c.d`` or ``from a.b import
+    _c`` ...) names ``_c``, a private name of ``a.b``. That is allowed only
+    inside ``a.b`` itself: in ``a.b`` or, when ``a.b`` is a package, in its
+    modules (``a.b.x``, which may use ``a/b/__init__.py``'s privates), and in
+    the ``__init__`` of a package that contains ``a.b`` (a re-export).
+
+    Args:
+        modules: Module name -> source.
+        packages: Which of ``modules`` are packages (``__init__.py``).
+
+    Returns:
+        One line per private import; empty when none.
+    """
+    problems = []
+    for module, source in sorted(modules.items()):
+        is_package = module in packages
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(module, node, is_package)
+                names = [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                first = next((i for i, part in enumerate(parts) if _is_private(part)), None)
+                if first is None or first == 0:
+                    continue
+                owner = ".".join(parts[:first])
+                if package_of(owner) is None:
+                    continue  # outside the repository
+                inside_owner = module == owner or (owner in packages and module.startswith(f"{owner}."))
+                reexport = is_package and owner.startswith(f"{module}.")
+                if not (inside_owner or reexport):
+                    problems.append(
+                        f"{module} (line {node.lineno}) imports {parts[first]}, a private name of {owner}: "
+                        "give it a public name in a shared module"
+                    )
+    return problems
 
 
 def violations(modules: Mapping[str, str], packages: frozenset[str] = frozenset()) -> list[str]:
@@ -109,7 +170,9 @@ def violations(modules: Mapping[str, str], packages: frozenset[str] = frozenset(
                 continue
             package_edges.setdefault(source_package, set()).add(target_package)
             if target_package not in ALLOWED[source_package]:
-                problems.append(f"{module} ({source_package}) imports {target} ({target_package}): it points up or sideways")
+                problems.append(
+                    f"{module} ({source_package}) imports {target} ({target_package}): it points up or sideways"
+                )
     problems += [f"package cycle: {' -> '.join(c)}" for c in _cycles(package_edges)]
     module_edges = {m: {t for t in targets if t in known} for m, targets in edges.items()}
     problems += [f"module cycle: {' -> '.join(c)}" for c in _cycles(module_edges)]
@@ -182,6 +245,20 @@ def test_repository_imports_point_one_way() -> None:
     assert violations(modules, packages) == []
 
 
+def test_no_module_imports_another_modules_private_name() -> None:
+    modules = repository_modules()
+    packages = frozenset(m for m in modules if (ROOT / m.replace(".", "/") / "__init__.py").exists())
+    assert private_imports(modules, packages) == []
+
+
+def test_the_tools_subpackages_belong_to_parity_and_the_core_stays_apart() -> None:
+    modules = repository_modules()
+    for sub in ("convert", "export", "train", "cifar", "report"):
+        assert any(m.startswith(f"parity.{sub}.") for m in modules), sub
+        assert all(package_of(m) == "parity" for m in modules if m.startswith(f"parity.{sub}")), sub
+    assert {package_of(m) for m in modules if m.startswith("parity.core")} == {"parity.core"}
+
+
 def test_core_and_builders_import_what_the_layers_allow() -> None:
     graph = package_graph(repository_modules())
     assert graph.get("parity.core", set()) == set()
@@ -197,19 +274,25 @@ def test_checker_reports_an_upward_import_inside_a_function() -> None:
     found = violations(modules)
     assert any("parity.core.config (parity.core) imports vgg_keras.model (vgg_keras)" in p for p in found), found
     assert any(p.startswith("package cycle: parity.core -> vgg_keras -> parity.core") for p in found), found
-    assert any(p.startswith("module cycle: parity.core.config -> vgg_keras.model -> parity.core.config") for p in found), found
+    assert any(
+        p.startswith("module cycle: parity.core.config -> vgg_keras.model -> parity.core.config") for p in found
+    ), found
 
 
 def test_checker_reports_builders_importing_tools_or_each_other() -> None:
     modules = {
-        "vgg_keras.weights": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from parity.converter import f\n",
+        "vgg_keras.weights": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from parity.convert.weight_arrays import f\n"
+        ),
         "vgg_torch.model": "from vgg_keras import layers\n",
-        "parity.converter": "import numpy\n",
+        "parity.convert.weight_arrays": "import numpy\n",
         "vgg_keras": "",
         "vgg_keras.layers": "",
     }
     found = violations(modules, frozenset({"vgg_keras"}))
-    assert "vgg_keras.weights (vgg_keras) imports parity.converter (parity): it points up or sideways" in found
+    assert (
+        "vgg_keras.weights (vgg_keras) imports parity.convert.weight_arrays (parity): it points up or sideways" in found
+    )
     assert "vgg_torch.model (vgg_torch) imports vgg_keras.layers (vgg_keras): it points up or sideways" in found
 
 
@@ -223,3 +306,27 @@ def test_checker_accepts_a_clean_set_and_relative_imports() -> None:
     }
     assert violations(modules, frozenset({"parity.core"})) == []
     assert imports_of("parity.core.names", modules["parity.core.names"], set(modules)) == {"parity.core.config"}
+
+
+def test_private_import_checker_bites() -> None:
+    modules = {
+        "parity.core": "",
+        "parity.core.weights_file": "_ATTR = 'x'\n",
+        "parity.core.names": "def f():\n    from parity.core.weights_file import _ATTR\n",
+        "parity.core._helpers": "",
+        "vgg_keras": "from vgg_keras.layers import _impl as _impl\n",  # re-export of its own module's private
+        "vgg_keras.layers": "_impl = 1\n",
+        "vgg_keras.model": "import parity.core._helpers\nfrom . import layers\nfrom .layers import _impl\n",
+        "vgg_torch": "_shared = 1\n",
+        "vgg_torch.model": "from vgg_torch import _shared\nfrom parity.core import __all__\n",  # own package; dunder
+        "parity.compare": "from numpy._core.multiarray import _reconstruct\nimport torchvision.models._utils\n",
+    }
+    found = private_imports(modules, frozenset({"parity.core", "vgg_keras", "vgg_torch"}))
+    assert found == [
+        "parity.core.names (line 2) imports _ATTR, a private name of parity.core.weights_file: "
+        "give it a public name in a shared module",
+        "vgg_keras.model (line 1) imports _helpers, a private name of parity.core: "
+        "give it a public name in a shared module",
+        "vgg_keras.model (line 3) imports _impl, a private name of vgg_keras.layers: "
+        "give it a public name in a shared module",
+    ], found

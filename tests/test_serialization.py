@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+import torch.fx
+
 import keras
 import numpy as np
 import pytest
-import torch
-import torch.fx
 
 import vgg_keras
 import vgg_torch
@@ -46,7 +47,8 @@ except Exception as e:  # the custom Conv2D is unknown until vgg_keras is import
 import vgg_keras  # registers vgg_keras's layers with Keras
 assert "torch" not in sys.modules
 x = np.load(sys.argv[1])
-np.savez(sys.argv[3], **{str(i): np.asarray(keras.saving.load_model(p)(x, training=False)) for i, p in enumerate(paths)})
+outputs = {str(i): np.asarray(keras.saving.load_model(p)(x, training=False)) for i, p in enumerate(paths)}
+np.savez(sys.argv[3], **outputs)
 """
 
 
@@ -66,7 +68,9 @@ def _keras_models(presets: tuple[str, ...] | list[str]) -> Iterator[tuple[str, k
         yield arch, getattr(vgg_keras, arch.upper())(classifier_activation=None)
 
 
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"])
+@pytest.mark.parametrize(
+    "full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"]
+)
 @pytest.mark.slow
 def test_keras_file_loads_in_fresh_process(full: bool, tmp_path: Path) -> None:
     x = _input()
@@ -88,7 +92,9 @@ def test_keras_file_loads_in_fresh_process(full: bool, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"])
+@pytest.mark.parametrize(
+    "full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all-tops"]
+)
 @pytest.mark.slow
 def test_keras_json_and_clone_with_copied_weights(full: bool, data_format: str) -> None:
     keras.config.set_image_data_format(data_format)
@@ -120,7 +126,9 @@ def _torch_models(full: bool) -> dict[str, tuple[torch.nn.Module, int]]:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all"])
+@pytest.mark.parametrize(
+    "full", [False, pytest.param(True, marks=[pytest.mark.full, pytest.mark.extended])], ids=["quick", "all"]
+)
 @pytest.mark.slow
 def test_torch_script_fx_export(full: bool, tmp_path: Path) -> None:
     for name, (model, size) in _torch_models(full).items():
@@ -140,7 +148,10 @@ def test_torch_script_fx_export(full: bool, tmp_path: Path) -> None:
             outputs["export"] = exported.module()(x)
             outputs["export-reloaded"] = torch.export.load(tmp_path / "m.pt2").module()(x)
             outputs["export-batch-3"] = exported.module()(x[:1].repeat(3, 1, 1, 1))[:1]
-        diffs = {k: (v - (expected[:1] if k == "export-batch-3" else expected)).abs().max().item() for k, v in outputs.items()}
+        diffs = {
+            k: (v - (expected[:1] if k == "export-batch-3" else expected)).abs().max().item()
+            for k, v in outputs.items()
+        }
         assert all(d <= TORCH_GRAPH_ATOL for d in diffs.values()), (name, diffs)
 
 
@@ -156,7 +167,10 @@ def test_torch_compile_cpu() -> None:
         with torch.no_grad():
             got = compiled(x)
     except Exception as e:  # inductor needs a working C++ toolchain; report what this machine lacks
-        pytest.skip(f"torch.compile failed on this machine after {time.perf_counter() - started:.0f} s: {type(e).__name__}: {str(e).splitlines()[0]}")
+        pytest.skip(
+            f"torch.compile failed on this machine after {time.perf_counter() - started:.0f} s: "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        )
     with torch.no_grad():
         expected = model(x)
     assert (got - expected).abs().max().item() <= COMPILE_RTOL * expected.abs().max().item()

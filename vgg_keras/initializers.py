@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["LINEAR_STDDEV", "KaimingNormalFanOut", "TorchLinearNormal", "conv_kernel_initializer", "dense_kernel_initializer"]
+__all__ = [
+    "LINEAR_STDDEV",
+    "KaimingNormalFanOut",
+    "TorchLinearNormal",
+    "conv_kernel_initializer",
+    "dense_kernel_initializer",
+]
 
 #: Standard deviation torchvision draws every Linear weight of VGG with.
 LINEAR_STDDEV: float = 0.01

@@ -87,7 +87,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         unbiased = variance * (count / ops.maximum(count - 1.0, 1.0))
         momentum = self.momentum
         self.moving_mean.assign(ops.cast(self.moving_mean, compute_dtype) * momentum + mean * (1.0 - momentum))
-        self.moving_variance.assign(ops.cast(self.moving_variance, compute_dtype) * momentum + unbiased * (1.0 - momentum))
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, compute_dtype) * momentum + unbiased * (1.0 - momentum)
+        )
         outputs = ops.batch_normalization(
             x=inputs,
             mean=mean,
@@ -161,7 +163,8 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
             raise ValueError(
-                f"`output_size` must be a positive int or a (height, width) pair of them. Received: output_size={output_size!r}"
+                "`output_size` must be a positive int or a (height, width) pair of them. "
+                f"Received: output_size={output_size!r}"
             )
         self.output_size: tuple[int, int] = (size[0], size[1])
         data_format = data_format or keras.config.image_data_format()

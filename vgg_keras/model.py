@@ -11,6 +11,7 @@ at any input size of at least 32x32 px, ``(None, None, 3)`` included.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import keras
 
@@ -99,8 +100,40 @@ def build_vgg(
         ValueError: On any invalid argument, before anything is built.
         FileNotFoundError: If converted weights are requested but absent and
             cannot be converted here.
+
+    Examples:
+        >>> config = VGGConfig(stages=((16,), (32, 32)), pool_size=(2, 2), hidden=(64,), num_classes=10)
+        >>> build_vgg(config, classifier_activation=None).output.shape
+        (None, 10)
+        >>> build_vgg(PRESETS["vgg16"], include_top=False, pooling="avg").output.shape
+        (None, 512)
+        >>> build_vgg(PRESETS["vgg16"], weights="converted")  # doctest: +SKIP
     """
     data_format = keras.config.image_data_format()
+    shape = _check_args(config, include_top, pooling, classifier_activation, input_shape, input_tensor, data_format)
+    weights_path, kernel_initializer = _weights_file(weights, config, include_top, kernel_initializer)
+    img_input, inputs = _model_input(input_tensor, shape)
+    x = _features(img_input, config, data_format, kernel_initializer)
+    if include_top:
+        x = _head(x, config, data_format, classifier_activation, kernel_initializer)
+    else:
+        x = _feature_output(x, pooling, data_format)
+    model = keras.Model(inputs, x, name=name or config.name)
+    if weights_path is not None:
+        _load_weights(model, weights_path, config, include_top)
+    return model
+
+
+def _check_args(
+    config: VGGConfig,
+    include_top: bool,
+    pooling: str | None,
+    classifier_activation: str | Callable[..., object] | None,
+    input_shape: Sequence[int | None] | None,
+    input_tensor: keras.KerasTensor | None,
+    data_format: str,
+) -> tuple[int | None, int | None, int]:
+    """Validates :func:`build_vgg`'s arguments before anything is built; returns the input shape."""
     if pooling not in _POOLINGS:
         raise ValueError(f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and pooling is not None:
@@ -112,31 +145,58 @@ def build_vgg(
         raise ValueError(f"`include_top` must be True or False. Received: include_top={include_top!r}")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)  # raises on unknown names
-    shape = _check_input_shape(config, input_shape, input_tensor, include_top, data_format)
-    weights_path = None
-    if weights is not None:
-        from vgg_keras.weights import resolve_weights
+    return _check_input_shape(config, input_shape, input_tensor, include_top, data_format)
 
-        weights_path = resolve_weights(weights, config, include_top=include_top)
-    if kernel_initializer is None and weights_path is not None:
-        kernel_initializer = Unfilled()
+
+def _weights_file(
+    weights: str | None,
+    config: VGGConfig,
+    include_top: bool,
+    kernel_initializer: str | keras.initializers.Initializer | None,
+) -> tuple[Path | None, str | keras.initializers.Initializer | None]:
+    """The file ``weights=`` names, and the kernel initializer that goes with it.
+
+    A file overwrites every kernel, so with one the default initializer is
+    :class:`Unfilled`. :mod:`vgg_keras.weights` (which needs h5py) is
+    imported only when there is a file.
+    """
+    if weights is None:
+        return None, kernel_initializer
+    from vgg_keras.weights import resolve_weights
+
+    path = resolve_weights(weights, config, include_top=include_top)
+    return path, Unfilled() if kernel_initializer is None else kernel_initializer
+
+
+def _model_input(
+    input_tensor: keras.KerasTensor | None, shape: tuple[int | None, int | None, int]
+) -> tuple[keras.KerasTensor, object]:
+    """The tensor the layers start from, and the model's ``inputs`` (the source inputs of a Keras tensor)."""
     if input_tensor is None:
         img_input = keras.Input(shape=shape)
-        inputs = img_input
-    elif keras.backend.is_keras_tensor(input_tensor):
-        img_input = input_tensor
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    else:
-        img_input = keras.Input(tensor=input_tensor, shape=shape)
-        inputs = img_input
+        return img_input, img_input
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor, keras.utils.get_source_inputs(input_tensor)
+    img_input = keras.Input(tensor=input_tensor, shape=shape)
+    return img_input, img_input
 
-    # The layers compute in `compute_format`; the model takes and returns the user's layout.
+
+def _features(
+    x: keras.KerasTensor,
+    config: VGGConfig,
+    data_format: str,
+    kernel_initializer: str | keras.initializers.Initializer | None,
+) -> keras.KerasTensor:
+    """The convolutional stages: ``block{b}_conv{i}`` [, ``_bn{i}``, ``_relu{i}``] and ``block{b}_pool``.
+
+    The layers compute in :func:`internal_data_format`; an input in another
+    layout is transposed first (``to_channels_last``).
+    """
     compute_format = internal_data_format(data_format)
-    channel_axis = 1 if compute_format == "channels_first" else -1
-    x = img_input
     if compute_format != data_format:
         x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
-    for spec in layer_plan(config, include_top=include_top):
+    channel_axis = 1 if compute_format == "channels_first" else -1
+    for spec in layer_plan(config, include_top=False):
         if spec.kind == "conv":
             x = Conv2D(
                 spec.out_features,
@@ -149,48 +209,62 @@ def build_vgg(
             )(x)
         elif spec.kind == "bn":
             x = BatchNormalization(
-                axis=channel_axis,
-                epsilon=BN_EPSILON,
-                momentum=1.0 - BN_MOMENTUM_TORCH,
-                name=spec.keras_name,
+                axis=channel_axis, epsilon=BN_EPSILON, momentum=1.0 - BN_MOMENTUM_TORCH, name=spec.keras_name
             )(x)
-        elif spec.kind == "relu" and spec.block and config.batch_norm:
+        elif spec.kind == "relu" and config.batch_norm:
             x = keras.layers.Activation("relu", name=spec.keras_name)(x)
         elif spec.kind == "pool":
             x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=compute_format, name=spec.keras_name)(x)
-            if spec.block == len(config.stages) and include_top:
-                if config.pool_size is not None:
-                    x = AdaptiveAveragePooling2D(config.pool_size, data_format=compute_format, name="avgpool")(x)
-                x = keras.layers.Flatten(data_format=compute_format, name="flatten")(x)
-        elif spec.kind == "dense":
-            last = spec.keras_name == "predictions"
+    return x
+
+
+def _head(
+    x: keras.KerasTensor,
+    config: VGGConfig,
+    data_format: str,
+    classifier_activation: str | Callable[..., object] | None,
+    kernel_initializer: str | keras.initializers.Initializer | None,
+) -> keras.KerasTensor:
+    """The classifier: [``avgpool``,] ``flatten``, ``fc{j}`` with ReLU and dropout, ``predictions``."""
+    compute_format = internal_data_format(data_format)
+    if config.pool_size is not None:
+        x = AdaptiveAveragePooling2D(config.pool_size, data_format=compute_format, name="avgpool")(x)
+    x = keras.layers.Flatten(data_format=compute_format, name="flatten")(x)
+    for spec in layer_plan(config):  # the feature layers' specs are neither dense nor dropout
+        if spec.kind == "dense":
             x = keras.layers.Dense(
                 spec.out_features,
-                activation=classifier_activation if last else "relu",
+                activation=classifier_activation if spec.keras_name == "predictions" else "relu",
                 kernel_initializer=dense_kernel_initializer(kernel_initializer),
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "dropout":
             x = keras.layers.Dropout(config.dropout, name=spec.keras_name)(x)
-    if not include_top:
-        if pooling == "avg":
-            x = keras.layers.GlobalAveragePooling2D(data_format=compute_format, name="global_average_pooling2d")(x)
-        elif pooling == "max":
-            x = keras.layers.GlobalMaxPooling2D(data_format=compute_format, name="global_max_pooling2d")(x)
-        elif compute_format != data_format:
-            x = keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
+    return x
 
-    model = keras.Model(inputs, x, name=name or config.name)
-    if weights_path is not None:
-        from vgg_keras.weights import load_converted_weights
 
-        load_converted_weights(model, weights_path, config, include_top=include_top)
-        for layer in model.layers:
-            if isinstance(getattr(layer, "kernel_initializer", None), Unfilled):
-                # Loaded: a clone or a model rebuilt from this config gets torchvision's init, not undefined values.
-                conv = isinstance(layer, keras.layers.Conv2D)
-                layer.kernel_initializer = KaimingNormalFanOut() if conv else TorchLinearNormal()
-    return model
+def _feature_output(x: keras.KerasTensor, pooling: str | None, data_format: str) -> keras.KerasTensor:
+    """Without the top: global pooling, or the feature map back in the model's layout (``to_channels_first``)."""
+    compute_format = internal_data_format(data_format)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(data_format=compute_format, name="global_average_pooling2d")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(data_format=compute_format, name="global_max_pooling2d")(x)
+    if compute_format != data_format:
+        return keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
+    return x
+
+
+def _load_weights(model: keras.Model, path: Path, config: VGGConfig, include_top: bool) -> None:
+    """Loads a converted file, then gives its :class:`Unfilled` layers torchvision's initializers."""
+    from vgg_keras.weights import load_converted_weights
+
+    load_converted_weights(model, path, config, include_top=include_top)
+    for layer in model.layers:
+        if isinstance(getattr(layer, "kernel_initializer", None), Unfilled):
+            # Loaded: a clone or a model rebuilt from this config gets torchvision's init, not undefined values.
+            conv = isinstance(layer, keras.layers.Conv2D)
+            layer.kernel_initializer = KaimingNormalFanOut() if conv else TorchLinearNormal()
 
 
 def internal_data_format(data_format: str) -> str:
@@ -246,9 +320,9 @@ def _check_input_shape(
         return (config.in_channels, h, w) if data_format == "channels_first" else (h, w, config.in_channels)
     shape = tuple(input_shape)
     if len(shape) != 3:
+        axes = "channels, height, width" if data_format == "channels_first" else "height, width, channels"
         raise ValueError(
-            f"`input_shape` must have 3 entries ({'channels, height, width' if data_format == 'channels_first' else 'height, width, channels'}), "
-            f"without the batch axis. Received: input_shape={input_shape!r}"
+            f"`input_shape` must have 3 entries ({axes}), without the batch axis. Received: input_shape={input_shape!r}"
         )
     if data_format == "channels_first":
         channels, h, w = shape
@@ -264,7 +338,8 @@ def _check_input_shape(
         if side is not None and (not isinstance(side, int) or side < config.min_input_size):
             raise ValueError(
                 f"Input must be at least {config.min_input_size}x{config.min_input_size} px: "
-                f"{len(config.stages)} max pools halve it {len(config.stages)} times. Received: input_shape={input_shape!r}"
+                f"{len(config.stages)} max pools halve it {len(config.stages)} times. "
+                f"Received: input_shape={input_shape!r}"
             )
     if fixed:
         scale = 2 ** len(config.stages)
@@ -331,6 +406,14 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
 
     Raises:
         ValueError: On any invalid argument, before anything is built.
+
+    Examples:
+        >>> import vgg_keras
+        >>> vgg_keras.{name}(classes=10, classifier_activation=None).output.shape
+        (None, 10)
+        >>> vgg_keras.{name}(include_top=False, pooling="avg").output.shape
+        (None, 512)
+        >>> model = vgg_keras.{name}(weights="converted")  # doctest: +SKIP
     """
 
 
@@ -377,5 +460,5 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
 
     title = arch.upper().replace("_BN", " with batch norm")
     builder.__name__ = builder.__qualname__ = arch.upper()
-    builder.__doc__ = _DOC.format(title=title, arch=arch, weights_names=", ".join(WEIGHTS[arch]))
+    builder.__doc__ = _DOC.format(title=title, arch=arch, name=builder.__name__, weights_names=", ".join(WEIGHTS[arch]))
     return builder

@@ -46,8 +46,15 @@ def convert_on_demand(record: WeightsRecord, path: Path) -> None:
     # A separate interpreter: torch/torchvision load there first, TensorFlow after.
     result = subprocess.run(
         [
-            sys.executable, "-m", "parity.convert", record.arch,
-            "--weights", record.name, "--output", os.fspath(path), "--force",
+            sys.executable,
+            "-m",
+            "parity.convert",
+            record.arch,
+            "--weights",
+            record.name,
+            "--output",
+            os.fspath(path),
+            "--force",
         ],
         stdin=subprocess.DEVNULL,
         check=False,
@@ -57,4 +64,3 @@ def convert_on_demand(record: WeightsRecord, path: Path) -> None:
             f"Converting {record.arch} {record.name} failed (exit code {result.returncode}; its message is above). "
             f"Fix that, or run `{command}` yourself. Received: weights='converted'"
         )
-

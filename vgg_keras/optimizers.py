@@ -57,6 +57,16 @@ class TorchSGD(keras.optimizers.Optimizer):
 
     Raises:
         ValueError: On an argument torch would reject.
+
+    Examples:
+        torch's ``SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)`` with
+        ``StepLR(optimizer, step_size=30, gamma=0.1)`` stepped each epoch:
+
+        >>> schedule = StepLR(0.01, step_size=30, gamma=0.1, steps_per_epoch=100)
+        >>> optimizer = TorchSGD(schedule, momentum=0.9, weight_decay=5e-4)
+        >>> float(optimizer.learning_rate)
+        0.01
+        >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")  # doctest: +SKIP
     """
 
     def __init__(
@@ -104,7 +114,9 @@ class TorchSGD(keras.optimizers.Optimizer):
         if self.momentum:
             buffer = self.momentum_buffers[self._get_variable_index(variable)]
             momentum = ops.convert_to_tensor(self.momentum, dtype=dtype)
-            running = fma(gradient, ops.convert_to_tensor(1.0 - self.dampening, dtype=dtype), ops.multiply(buffer, momentum))
+            running = fma(
+                gradient, ops.convert_to_tensor(1.0 - self.dampening, dtype=dtype), ops.multiply(buffer, momentum)
+            )
             # torch's buffer starts as the first gradient itself (no dampening).
             new_buffer = ops.where(ops.equal(self.iterations, 0), gradient, running)
             self.assign(buffer, new_buffer)
@@ -163,7 +175,9 @@ class StepLR(keras.optimizers.schedules.LearningRateSchedule):
         ValueError: If a count is not a positive integer or a rate is negative.
     """
 
-    def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1, steps_per_epoch: int = 1) -> None:
+    def __init__(
+        self, initial_learning_rate: float, step_size: int, gamma: float = 0.1, steps_per_epoch: int = 1
+    ) -> None:
         for field, value in (("step_size", step_size), ("steps_per_epoch", steps_per_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{field}` must be a positive integer. Received: {field}={value!r}")

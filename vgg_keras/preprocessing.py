@@ -111,9 +111,7 @@ def preprocess_input(
         dtype = np.dtype(keras.backend.standardize_dtype(x.dtype))
         shape = tuple(x.shape)
     if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        raise ValueError(
-            f"`x` must hold integer or float pixel values in [0, 255]. Received: x.dtype={dtype}"
-        )
+        raise ValueError(f"`x` must hold integer or float pixel values in [0, 255]. Received: x.dtype={dtype}")
     if len(shape) < -channel_axis or shape[channel_axis] not in (3, None):
         raise ValueError(
             f"`x` must be RGB with 3 channels on axis {channel_axis} ({data_format}). Received: x.shape={shape}"
@@ -372,7 +370,8 @@ def preprocess_images(
         for i, image in enumerate(arrays):
             if image.ndim != 3:
                 raise ValueError(
-                    f"A list of images must hold rank-3 images (one image each). Received: images[{i}].shape={image.shape}"
+                    "A list of images must hold rank-3 images (one image each). "
+                    f"Received: images[{i}].shape={image.shape}"
                 )
             try:
                 _check_images(image.shape, image.dtype, layer.data_format)

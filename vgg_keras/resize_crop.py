@@ -158,7 +158,9 @@ def resize_and_crop_tf(images: Any, resize_size: int, crop_size: int, integral: 
         new_h, new_w = _tf_resized_size(dyn[1], dyn[2], resize_size)
     x = tf.cast(images, tf.float32)
     if not (static and (new_h, new_w) == (static_h, static_w)):  # torchvision skips same-size resizes
-        x = tf.image.resize(x, (new_h, new_w) if static else tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+        x = tf.image.resize(
+            x, (new_h, new_w) if static else tf.stack([new_h, new_w]), method="bilinear", antialias=True
+        )
     if integral:
         # torchvision resizes a uint8 tensor in float32, then rounds (half to
         # even) back to uint8; the antialiased bilinear kernel has no negative
@@ -181,4 +183,3 @@ def resize_and_crop_tf(images: Any, resize_size: int, crop_size: int, integral: 
 def is_tf_tensor(x: object) -> bool:
     """Whether ``x`` is a TensorFlow tensor, without importing TensorFlow."""
     return type(x).__module__.startswith("tensorflow")
-

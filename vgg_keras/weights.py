@@ -24,18 +24,14 @@ import numpy as np
 
 from parity.core.atomic import folder_lock
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS, cache_dir, get_weights_record
-from parity.core.config import PRESETS, VGGConfig, layer_plan
+from parity.core.config import LAYER_FIELDS, VGGConfig, layer_plan, preset_matching_config
 from parity.core.errors import WeightsFileError, first_line
 from parity.core.h5file import read_keras_weights
-from parity.core.layouts import KERAS_IN_AXIS, adapt_input_channels
+from parity.core.layouts import KERAS_IN_AXIS, adapt_input_channels, can_adapt_input_channels
 from parity.core.weights_file import check_sidecar_hash, fix_command, read_record
 from vgg_keras.on_demand import convert_on_demand
 
-__all__ = ["converted_weights_path", "load_converted_weights", "preset_for", "resolve_weights"]
-
-#: Config fields that must agree between a file and the model it loads into
-#: (``in_channels`` may differ: the first kernel is then adapted).
-_SHAPE_FIELDS = ("stages", "batch_norm", "pool_size", "hidden")
+__all__ = ["converted_weights_path", "load_converted_weights", "resolve_weights"]
 
 
 def converted_weights_path(arch: str, weights: str = DEFAULT_WEIGHTS) -> Path:
@@ -49,14 +45,6 @@ def converted_weights_path(arch: str, weights: str = DEFAULT_WEIGHTS) -> Path:
         The path (which may not exist yet).
     """
     return cache_dir() / get_weights_record(arch, weights).keras_filename
-
-
-def preset_for(config: VGGConfig) -> str | None:
-    """Returns the preset whose layers equal this config's, ignoring the class and input channel counts."""
-    for arch, preset in PRESETS.items():
-        if all(getattr(config, f) == getattr(preset, f) for f in _SHAPE_FIELDS):
-            return arch
-    return None
 
 
 def resolve_weights(weights: str, config: VGGConfig, *, include_top: bool) -> Path:
@@ -83,7 +71,8 @@ def resolve_weights(weights: str, config: VGGConfig, *, include_top: bool) -> Pa
     """
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
-            f"`weights` must be None, 'converted', a torchvision weights name or a .weights.h5 path. Received: weights={weights!r}"
+            "`weights` must be None, 'converted', a torchvision weights name or a .weights.h5 path. "
+            f"Received: weights={weights!r}"
         )
     text = os.fspath(weights)
     names = {n for recs in WEIGHTS.values() for n in recs}
@@ -98,7 +87,7 @@ def resolve_weights(weights: str, config: VGGConfig, *, include_top: bool) -> Pa
             raise FileNotFoundError(f"No weights file at {path}. Received: weights={weights!r}")
         return path
 
-    arch = preset_for(config)
+    arch = preset_matching_config(config)
     if arch is None:
         raise ValueError(
             "Converted ImageNet weights exist only for the eight torchvision presets; this config matches none. "
@@ -156,48 +145,49 @@ def load_converted_weights(
 
 
 def _check_and_load(model: keras.Model, path: Path, config: VGGConfig, include_top: bool) -> dict[str, object]:
-    fix = fix_command(path)
+    # fix_command(path) is computed only where a message needs it: at most once per load.
     in_cache = path.parent.resolve() == cache_dir().resolve()
     check_sidecar_hash(path, required=in_cache)
     record = read_record(path)
     try:
         saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError) as e:
-        raise WeightsFileError(f"{path} has an invalid config in its record: {fix}. Received: {first_line(e)}") from None
-    for field in _SHAPE_FIELDS:
+        raise WeightsFileError(
+            f"{path} has an invalid config in its record: {fix_command(path)}. Received: {first_line(e)}"
+        ) from None
+    for field in LAYER_FIELDS:
         if getattr(saved, field) != getattr(config, field):
             raise WeightsFileError(
-                f"{path} holds weights for {record.get('arch')} ({field}={getattr(saved, field)!r}), which do not fit this "
-                f"model ({field}={getattr(config, field)!r}). Received: weights={os.fspath(path)!r}"
+                f"{path} holds weights for {record.get('arch')} ({field}={getattr(saved, field)!r}), "
+                f"which do not fit this model ({field}={getattr(config, field)!r}). "
+                f"Received: weights={os.fspath(path)!r}"
             )
     adapters: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if saved.in_channels != config.in_channels:
-        first_conv = next(spec.keras_name for spec in layer_plan(config) if spec.kind == "conv")
-        try:
-            adapt_input_channels(np.zeros((1, 1, saved.in_channels, 1), np.float32), config.in_channels, KERAS_IN_AXIS)
-        except ValueError:
+        if not can_adapt_input_channels(saved.in_channels, config.in_channels):
             raise WeightsFileError(
                 f"{path} holds a first convolution for {saved.in_channels} input channels, which cannot be adapted to "
                 f"{config.in_channels}: build the model with {saved.in_channels} channels. "
                 f"Received: in_channels={config.in_channels}"
-            ) from None
+            )
+        first_conv = next(spec.keras_name for spec in layer_plan(config) if spec.kind == "conv")
         adapters[first_conv] = lambda kernel: adapt_input_channels(kernel, config.in_channels, KERAS_IN_AXIS)
     if include_top:
         if not record.get("include_top", True):
             raise WeightsFileError(
-                f"{path} holds convolutional weights only: build the model with include_top=False. Received: include_top=True"
+                f"{path} holds convolutional weights only: build the model with include_top=False. "
+                "Received: include_top=True"
             )
         if saved.num_classes != config.num_classes:
             raise WeightsFileError(
-                f"{path} has a {saved.num_classes}-class classifier: pass classes={saved.num_classes}, or include_top=False. "
-                f"Received: classes={config.num_classes}"
+                f"{path} has a {saved.num_classes}-class classifier: pass classes={saved.num_classes}, "
+                f"or include_top=False. Received: classes={config.num_classes}"
             )
     try:
         # A full model's file also serves include_top=False.
         read_keras_weights(model, path, strict=False, kernel_adapters=adapters)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise WeightsFileError(
-            f"{path} could not be loaded (corrupt?): {fix}. Received: {type(e).__name__}: {first_line(e)}"
+            f"{path} could not be loaded (corrupt?): {fix_command(path)}. Received: {type(e).__name__}: {first_line(e)}"
         ) from None
     return record
-

@@ -9,7 +9,16 @@ their names); their models' ``state_dict()`` equals torchvision's key for key.
 from __future__ import annotations
 
 from parity.core.config import PRESETS, VGGConfig
-from vgg_torch.builders import vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from vgg_torch.builders import (  # noqa: F401  (listed in __all__ through PRESETS)
+    vgg11,
+    vgg11_bn,
+    vgg13,
+    vgg13_bn,
+    vgg16,
+    vgg16_bn,
+    vgg19,
+    vgg19_bn,
+)
 from vgg_torch.model import VGG, build_vgg
 from vgg_torch.recipes import cifar10_vgg16
 

@@ -108,6 +108,12 @@ _DOC = """{title} from `Very Deep Convolutional Networks for Large-Scale Image R
             ``pretrained`` are given.
         RuntimeError: If weights are requested in a process that loaded
             TensorFlow before torchvision.
+
+    Examples:
+        >>> import vgg_torch
+        >>> vgg_torch.{arch}(num_classes=10).classifier[-1].out_features
+        10
+        >>> model = vgg_torch.{arch}(weights="IMAGENET1K_V1").eval()  # doctest: +SKIP
     """
 
 
@@ -173,7 +179,7 @@ def make_builder(arch: str) -> Callable[..., VGG]:
     builder.__name__ = builder.__qualname__ = arch
     builder.__module__ = __name__
     builder.__annotations__ = {
-        "weights": Optional[enum] if enum is not None else Union[str, None],  # noqa: UP007 (torchvision reads typing args)
+        "weights": Optional[enum] if enum is not None else Union[str, None],  # noqa: UP007, UP045 (torchvision reads typing args)
         "progress": bool,
         "kwargs": Any,
         "return": VGG,

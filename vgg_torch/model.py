@@ -94,6 +94,12 @@ def build_vgg(
 
     Raises:
         ValueError: If an override is invalid.
+
+    Examples:
+        >>> from parity.core.config import PRESETS
+        >>> model = build_vgg(PRESETS["vgg11"], num_classes=10).eval()
+        >>> model(torch.zeros(1, 3, 32, 32)).shape
+        torch.Size([1, 10])
     """
     changes: dict[str, object] = {}
     if num_classes is not None:

@@ -26,7 +26,9 @@ except ImportError:  # Windows: no advisory locks; writes stay atomic, concurren
 __all__ = ["folder_lock", "fsync_path", "new_temp", "renaming_into", "signals_held", "write_atomic", "write_temp"]
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, before_commit: Callable[[], None] | None = None) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: str | bytes, *, before_commit: Callable[[], None] | None = None
+) -> None:
     """Writes a file under a temporary name in its folder, then renames it.
 
     Args:
@@ -151,4 +153,3 @@ def _fsync_fd(fd: int) -> None:
     """Flushes an open folder to disk, where the file system can."""
     with contextlib.suppress(OSError):  # some file systems cannot fsync a folder
         os.fsync(fd)
-

@@ -28,7 +28,14 @@ import numpy as np
 
 from parity.core.errors import first_line, os_reason, shorten
 
-__all__ = ["CheckpointError", "check_checkpoint_path", "check_dtypes", "check_finite", "load_checkpoint", "normalize_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "check_checkpoint_path",
+    "check_dtypes",
+    "check_finite",
+    "load_checkpoint",
+    "normalize_state_dict",
+]
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "module")
 #: Buffers that are integer by design; every other tensor must be floating point.
@@ -64,7 +71,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             head = f.read(16)
         sha = file_sha256(p)
     except OSError as e:
-        raise CheckpointError(f"Checkpoint could not be read ({os_reason(e)}): fix its permissions or copy it again. Received: {shown}") from None
+        raise CheckpointError(
+            f"Checkpoint could not be read ({os_reason(e)}): fix its permissions or copy it again. Received: {shown}"
+        ) from None
     kind = _sniff(head)
     if kind == "hdf5":
         raise CheckpointError(
@@ -111,11 +120,18 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     except FileNotFoundError:
         raise CheckpointError(f"Checkpoint not found: check the path. Received: {shown}") from None
     except OSError as e:
-        raise CheckpointError(f"Checkpoint cannot be accessed ({os_reason(e)}): check the path. Received: {shown}") from None
+        raise CheckpointError(
+            f"Checkpoint cannot be accessed ({os_reason(e)}): check the path. Received: {shown}"
+        ) from None
     if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"Checkpoint is a directory, not a file: pass the .pth/.safetensors file inside. Received: {shown}")
+        raise CheckpointError(
+            f"Checkpoint is a directory, not a file: pass the .pth/.safetensors file inside. Received: {shown}"
+        )
     if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"Checkpoint is not a regular file (a device, pipe or socket): pass a saved .pth/.safetensors file. Received: {shown}")
+        raise CheckpointError(
+            "Checkpoint is not a regular file (a device, pipe or socket): pass a saved .pth/.safetensors file. "
+            f"Received: {shown}"
+        )
     if not os.access(p, os.R_OK):
         raise CheckpointError(f"Checkpoint is not readable (permission denied): fix its permissions. Received: {shown}")
     if st.st_size == 0:
@@ -138,11 +154,16 @@ def _load_safetensors(p: Path, shown: str) -> Mapping[str, object]:
     try:
         from safetensors.numpy import load_file
     except ImportError:
-        raise CheckpointError(f"Reading .safetensors needs the safetensors package: pip install safetensors. Received: {shown}") from None
+        raise CheckpointError(
+            f"Reading .safetensors needs the safetensors package: pip install safetensors. Received: {shown}"
+        ) from None
     try:
         return load_file(os.fspath(p))
     except Exception as e:  # safetensors raises its own SafetensorError and others
-        raise CheckpointError(f"Not a valid safetensors file (truncated or corrupt?): {first_line(e)}; save or download it again. Received: {shown}") from None
+        raise CheckpointError(
+            f"Not a valid safetensors file (truncated or corrupt?): {first_line(e)}; save or download it again. "
+            f"Received: {shown}"
+        ) from None
 
 
 def _load_torch(p: Path, shown: str) -> Mapping[str, object]:
@@ -160,8 +181,9 @@ def _load_torch(p: Path, shown: str) -> Mapping[str, object]:
         if needed or "global" in text.lower():
             what = f" (it needs {needed.group(1)})" if needed else ""
             raise CheckpointError(
-                "Checkpoint holds Python objects beyond tensors, and loading it could run arbitrary code, so it is refused "
-                "and nothing in it was run; re-save it as a plain state dict (torch.save(model.state_dict(), path)) or as "
+                "Checkpoint holds Python objects beyond tensors, and loading it could run arbitrary code, "
+                "so it is refused and nothing in it was run; re-save it as a plain state dict "
+                "(torch.save(model.state_dict(), path)) or as "
                 f".safetensors. Received: {shown}{what}"
             ) from None
         raise CheckpointError(
@@ -169,8 +191,8 @@ def _load_torch(p: Path, shown: str) -> Mapping[str, object]:
         ) from None
     except Exception as e:  # torch.load raises RuntimeError, EOFError, KeyError, ValueError, ... on bad bytes
         raise CheckpointError(
-            f"Not a readable PyTorch checkpoint (truncated, corrupt or another format): {_torch_detail(str(e)) or type(e).__name__}. "
-            f"Received: {shown}"
+            "Not a readable PyTorch checkpoint (truncated, corrupt or another format): "
+            f"{_torch_detail(str(e)) or type(e).__name__}. Received: {shown}"
         ) from None
 
 
@@ -200,7 +222,7 @@ def normalize_state_dict(raw: object, source: str = "<state dict>") -> dict[str,
         )
     keys = list(state)
     if all(isinstance(k, str) and k.startswith("module.") for k in keys):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     out: dict[str, np.ndarray] = {}
     for k, v in state.items():
         if not isinstance(k, str) or not _is_array(v):
@@ -231,8 +253,8 @@ def check_dtypes(state_dict: Mapping[str, np.ndarray], source: str = "checkpoint
     ]
     if bad:
         raise CheckpointError(
-            f"The {source} has {len(bad)} weight tensor(s) that are not floating point (quantized or not weights at all); "
-            f"export float32/float16 weights. Received: {shorten(bad)}"
+            f"The {source} has {len(bad)} weight tensor(s) that are not floating point "
+            f"(quantized or not weights at all); export float32/float16 weights. Received: {shorten(bad)}"
         )
 
 
@@ -293,7 +315,13 @@ def _describe(v: object) -> str:
 
 def _torch_detail(text: str) -> str:
     """The informative line of a torch.load error, without its boilerplate."""
-    boilerplate = ("Weights only load failed", "In PyTorch 2.6", "Check the documentation", "Please file an issue", "Re-running")
+    boilerplate = (
+        "Weights only load failed",
+        "In PyTorch 2.6",
+        "Check the documentation",
+        "Please file an issue",
+        "Re-running",
+    )
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(boilerplate):

@@ -26,8 +26,10 @@ __all__ = [
     "LayerSpec",
     "VGGConfig",
     "get_config",
+    "LAYER_FIELDS",
     "get_named_config",
     "layer_plan",
+    "preset_matching_config",
 ]
 
 #: torch.nn.BatchNorm2d's default epsilon. Keras' default (1e-3) would change
@@ -102,7 +104,11 @@ class VGGConfig:
             raise ValueError(f"`num_classes` must be a positive integer. Received: num_classes={self.num_classes!r}")
         if not _is_pos_int(self.in_channels):
             raise ValueError(f"`in_channels` must be a positive integer. Received: in_channels={self.in_channels!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, (int, float))
+            or not 0.0 <= self.dropout < 1.0
+        ):
             raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={self.dropout!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
@@ -283,11 +289,7 @@ def _is_pos_int(x: object) -> bool:
 def _pair(field: str, value: object) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(_is_pos_int(v) for v in value)
-    ):
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(_is_pos_int(v) for v in value):
         raise ValueError(f"`{field}` must be a positive int or a (height, width) pair. Received: {field}={value!r}")
     return (int(value[0]), int(value[1]))
 
@@ -305,6 +307,29 @@ PRESETS: dict[str, VGGConfig] = {
     for depth, stages in ((11, _A), (13, _B), (16, _D), (19, _E))
     for bn in (False, True)
 }
+
+
+#: The fields that decide a network's layers and weight shapes, apart from the class and input channel counts.
+LAYER_FIELDS = ("stages", "batch_norm", "pool_size", "hidden")
+
+
+def preset_matching_config(config: VGGConfig) -> str | None:
+    """The preset whose layers equal this config's (:data:`LAYER_FIELDS`), ignoring class and input channel counts.
+
+    Args:
+        config: Any config.
+
+    Returns:
+        The preset's name, or ``None``.
+
+    Examples:
+        >>> preset_matching_config(PRESETS["vgg16"].replace(num_classes=10))
+        'vgg16'
+    """
+    for arch, preset in PRESETS.items():
+        if all(getattr(config, f) == getattr(preset, f) for f in LAYER_FIELDS):
+            return arch
+    return None
 
 
 def get_config(arch: str) -> VGGConfig:
@@ -361,6 +386,4 @@ def get_named_config(name: str) -> VGGConfig:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"`name` must be one of {', '.join([*RECIPES, *PRESETS])}. Received: name={name!r}"
-        ) from None
+        raise ValueError(f"`name` must be one of {', '.join([*RECIPES, *PRESETS])}. Received: name={name!r}") from None

@@ -9,10 +9,8 @@ class ConversionError(ValueError):
     """The state dict does not fit the config or the Keras model."""
 
 
-
 class WeightsFileError(ValueError):
     """A weights file is missing, corrupt, tampered with, or does not fit the model."""
-
 
 
 def first_line(e: object) -> str:

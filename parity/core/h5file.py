@@ -2,7 +2,7 @@
 
 :func:`write_weights_file` writes the groups and attributes Keras itself
 writes for a model (a :class:`KerasFileLayout`, which
-:func:`parity.converter.keras_file_layout` reads off a file Keras saves) and
+:func:`parity.convert.weight_arrays.keras_file_layout` reads off a file Keras saves) and
 every mapped torch tensor, transformed in slabs of at most :data:`SLAB_BYTES`.
 :func:`read_keras_weights` loads such a file into a Keras model by layer name,
 each variable read straight into its own memory (:func:`assign_variable`).
@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     import h5py
     import keras
 
-__all__ = ["SLAB_BYTES", "KerasFileLayout", "assign_variable", "read_keras_weights", "write_weights_file"]
+__all__ = [
+    "SLAB_BYTES",
+    "KerasFileLayout",
+    "assign_variable",
+    "layer_groups",
+    "read_keras_weights",
+    "read_layer_arrays",
+    "write_weights_file",
+]
 
 #: Largest temporary buffer the file writer makes (the first dense layer of
 #: VGG16 alone is 392 MiB).
@@ -72,13 +80,16 @@ def write_weights_file(
                 group.attrs[key] = value
         for m in mappings:
             source = np.asarray(state_dict[m.torch_key])
-            dataset = f.create_dataset(layout.variables[m.keras_layer][m.keras_index], shape=m.keras_shape, dtype=np.float32)
+            dataset = f.create_dataset(
+                layout.variables[m.keras_layer][m.keras_index], shape=m.keras_shape, dtype=np.float32
+            )
             for start, stop in _slabs(source):
                 part = m.transform(source[start:stop])
                 if part.shape != (*m.keras_shape[:-1], stop - start):
                     raise ConversionError(
                         f"{m.torch_key} transforms to a Keras array of the wrong shape for {m.keras_layer}: expected "
-                        f"{m.keras_shape} in slabs of its last axis. Received: slab {start}:{stop} of shape {part.shape}"
+                        f"{m.keras_shape} in slabs of its last axis. "
+                        f"Received: slab {start}:{stop} of shape {part.shape}"
                     )
                 dataset[..., start:stop] = np.ascontiguousarray(part, dtype=np.float32)
 
@@ -98,7 +109,7 @@ def read_keras_weights(
 
     Args:
         model: The model to fill.
-        path: A file written by :func:`parity.converter.write_keras_weights` or ``save_weights``.
+        path: A file written by :func:`parity.convert.weight_arrays.write_keras_weights` or ``save_weights``.
         strict: Whether weighted layers of the file that the model lacks are an
             error; with ``False`` they are skipped, so a full model's file
             loads into the same network built with ``include_top=False``.
@@ -116,13 +127,7 @@ def read_keras_weights(
 
     layers = {layer.name: layer for layer in model.layers if layer.weights}
     with h5py.File(path, "r") as f:
-        stored: dict[str, h5py.Group] = {}
-
-        def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
-            if isinstance(obj, h5py.Group) and name.rpartition("/")[2] == "vars" and len(obj) and "name" in obj.attrs:
-                stored[str(obj.attrs["name"])] = obj
-
-        f.visititems(visit)
+        stored = layer_groups(f)
         adapted = {
             name: adapt(stored[name]["0"][()])
             for name, adapt in (kernel_adapters or {}).items()
@@ -149,6 +154,54 @@ def read_keras_weights(
         for name, layer in layers.items():
             for i, variable in enumerate(layer.weights):
                 assign_variable(variable, adapted[name] if i == 0 and name in adapted else stored[name][str(i)])
+
+
+def layer_groups(f: h5py.File) -> dict[str, h5py.Group]:
+    """Each layer's ``vars`` group in a Keras ``.weights.h5``, by layer name (the group's ``name`` attribute).
+
+    Args:
+        f: The open file.
+
+    Returns:
+        ``{layer name: group}`` for every group that holds a layer's variables.
+    """
+    import h5py
+
+    found: dict[str, h5py.Group] = {}
+
+    def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
+        if isinstance(obj, h5py.Group) and name.rpartition("/")[2] == "vars" and len(obj) and "name" in obj.attrs:
+            found[str(obj.attrs["name"])] = obj
+
+    f.visititems(visit)
+    return found
+
+
+def read_layer_arrays(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Reads every layer's arrays from a Keras ``.weights.h5``, by layer name.
+
+    Args:
+        path: A file written by ``model.save_weights`` or ``python -m parity.convert``.
+
+    Returns:
+        ``{keras layer name: arrays in layer.weights order}``.
+
+    Raises:
+        ConversionError: If a layer's group does not hold datasets ``0..n-1``.
+        OSError: If the file cannot be read as HDF5.
+    """
+    import h5py
+
+    arrays: dict[str, list[np.ndarray]] = {}
+    with h5py.File(path, "r") as f:
+        for layer, group in layer_groups(f).items():
+            keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+            if keys != [str(i) for i in range(len(keys))]:
+                raise ConversionError(
+                    f"{group.name.lstrip('/')} must hold datasets 0..{len(keys) - 1}. Received: {sorted(group.keys())}"
+                )
+            arrays[layer] = [np.array(group[k]) for k in keys]
+    return arrays
 
 
 def _slabs(array: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -203,4 +256,3 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     raw = np.empty(size + _TF_ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % _TF_ALIGNMENT
     return raw[start : start + size].view(dtype).reshape(shape)
-

@@ -13,7 +13,8 @@ back to torch's names and layouts; each undoes one forward transform exactly.
 
 :func:`adapt_input_channels` is no layout change but a change of the first
 convolution's input channels (RGB weights for a grey or multispectral input);
-it works on either framework's kernel layout.
+it works on either framework's kernel layout. :func:`can_adapt_input_channels`
+says, from the channel counts alone, whether it would.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "KERAS_IN_AXIS",
     "TORCH_IN_AXIS",
     "adapt_input_channels",
+    "can_adapt_input_channels",
     "conv_hwio_to_oihw",
     "conv_oihw_to_hwio",
     "dense_in_out_to_out_in",
@@ -146,6 +148,27 @@ def dense_rows_hwc_to_chw(kernel: np.ndarray, channels: int, height: int, width:
     return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, channels * height * width)
 
 
+def can_adapt_input_channels(src: int, dst: int) -> bool:
+    """Whether :func:`adapt_input_channels` turns a kernel with ``src`` input channels into one with ``dst``.
+
+    Only a 3-channel (RGB) kernel is adapted; a kernel that already has
+    ``dst`` channels needs no change. The rule is written here once, so a
+    caller can check it before it has the kernel.
+
+    Args:
+        src: Input channels of the kernel (positive).
+        dst: Input channels wanted (positive).
+
+    Returns:
+        ``True`` when ``dst == src`` or ``src == 3``.
+
+    Examples:
+        >>> can_adapt_input_channels(3, 1), can_adapt_input_channels(4, 1), can_adapt_input_channels(4, 4)
+        (True, False, True)
+    """
+    return dst == src or src == 3
+
+
 def adapt_input_channels(kernel: np.ndarray, in_channels: int, axis: int) -> np.ndarray:
     """First conv kernel trained on RGB, adapted to ``in_channels`` input channels (timm's ``in_chans`` rule).
 
@@ -187,13 +210,13 @@ def adapt_input_channels(kernel: np.ndarray, in_channels: int, axis: int) -> np.
         raise ValueError(f"`axis` must be an axis of the {kernel.ndim}D kernel. Received: axis={axis}")
     axis %= kernel.ndim
     have = kernel.shape[axis]
-    if in_channels == have:
-        return kernel
-    if have != 3:
+    if not can_adapt_input_channels(have, in_channels):
         raise ValueError(
             f"Only a 3-channel (RGB) first conv kernel adapts to {in_channels} channels. "
             f"Received: kernel.shape={kernel.shape} ({have} input channels on axis {axis}), in_channels={in_channels}"
         )
+    if in_channels == have:
+        return kernel
     work = kernel.astype(np.float32) if kernel.dtype != np.float64 else kernel
     if in_channels == 1:
         out = work.sum(axis=axis, keepdims=True)

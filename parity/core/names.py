@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity.core.config import VGGConfig, layer_plan, torch_state_shapes
+from parity.core.config import PRESETS, VGGConfig, layer_plan, torch_state_shapes
 from parity.core.errors import ConversionError, list_problems
 from parity.core.layouts import (
     conv_hwio_to_oihw,
@@ -24,7 +24,14 @@ from parity.core.layouts import (
     dense_rows_hwc_to_chw,
 )
 
-__all__ = ["WeightMapping", "check_state_dict", "identity", "infer_num_classes", "weight_map"]
+__all__ = [
+    "WeightMapping",
+    "check_state_dict",
+    "identity",
+    "infer_num_classes",
+    "preset_matching_state_dict",
+    "weight_map",
+]
 
 
 def identity(x: np.ndarray) -> np.ndarray:
@@ -76,7 +83,12 @@ def weight_map(config: VGGConfig, include_top: bool = True) -> list[WeightMappin
         if spec.kind == "conv":
             mappings += [
                 WeightMapping(
-                    f"{t}.weight", k, 0, conv_oihw_to_hwio, (3, 3, spec.in_features, spec.out_features), conv_hwio_to_oihw
+                    f"{t}.weight",
+                    k,
+                    0,
+                    conv_oihw_to_hwio,
+                    (3, 3, spec.in_features, spec.out_features),
+                    conv_hwio_to_oihw,
                 ),
                 WeightMapping(f"{t}.bias", k, 1, identity, vector),
             ]
@@ -134,7 +146,9 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: VGGConfig, in
         ConversionError: Listing every unused key, missing key and shape mismatch.
     """
     expected = torch_state_shapes(config, include_top)
-    counters = {f"{spec.torch_name}.num_batches_tracked" for spec in layer_plan(config, include_top) if spec.kind == "bn"}
+    counters = {
+        f"{spec.torch_name}.num_batches_tracked" for spec in layer_plan(config, include_top) if spec.kind == "bn"
+    }
     used = counters & state_dict.keys()  # optional, and nothing to convert
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected and k not in used]
@@ -150,3 +164,24 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: VGGConfig, in
             f"{config.num_classes} classes): " + "; ".join(problems)
         )
 
+
+def preset_matching_state_dict(state_dict: Mapping[str, np.ndarray], include_top: bool) -> str | None:
+    """The preset whose keys and shapes a state dict has exactly (any class count), if any.
+
+    Args:
+        state_dict: torchvision-layout names to arrays.
+        include_top: Whether the classifier's tensors are part of the match.
+
+    Returns:
+        The preset's name, or ``None``.
+    """
+    for arch, preset in PRESETS.items():
+        found = infer_num_classes(state_dict, preset)
+        try:
+            check_state_dict(
+                state_dict, preset.replace(num_classes=found) if include_top and found else preset, include_top
+            )
+        except ConversionError:
+            continue
+        return arch
+    return None

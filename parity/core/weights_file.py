@@ -51,7 +51,11 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def fix_command(path: Path) -> str:
-    """How to replace a bad weights file, as advice for an error message."""
+    """How to replace a bad weights file, as advice for an error message.
+
+    It resolves the path and searches the catalog, so callers build it only
+    in the message they raise, never up front.
+    """
     try:
         in_cache = path.parent.resolve() == cache_dir().resolve()
     except OSError:
@@ -76,13 +80,12 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     Raises:
         WeightsFileError: If the file is unreadable, corrupt or has no record.
     """
-    fix = fix_command(Path(path))
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get(_ATTR)
     except (OSError, ValueError, RuntimeError) as e:
         raise WeightsFileError(
-            f"{path} is not a readable HDF5 weights file (corrupt or truncated): {fix}. "
+            f"{path} is not a readable HDF5 weights file (corrupt or truncated): {fix_command(Path(path))}. "
             f"Received: {type(e).__name__}: {first_line(e)}"
         ) from None
     if raw is None:
@@ -93,14 +96,15 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, object]:
     try:
         record = json.loads(raw)
     except (TypeError, ValueError):
-        raise WeightsFileError(f"{path} has an unreadable vgg-parity record: {fix}. Received: {raw!r:.80}") from None
+        raise WeightsFileError(
+            f"{path} has an unreadable vgg-parity record: {fix_command(Path(path))}. Received: {raw!r:.80}"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise WeightsFileError(
-            f"{path} was written in another format than {FORMAT}: {fix}. "
+            f"{path} was written in another format than {FORMAT}: {fix_command(Path(path))}. "
             f"Received: format={record.get('format') if isinstance(record, dict) else record!r}"
         )
     return record
-
 
 
 def check_sidecar_hash(path: Path, *, required: bool) -> None:
@@ -116,7 +120,6 @@ def check_sidecar_hash(path: Path, *, required: bool) -> None:
             file cannot be read or its hash disagrees, or a required sidecar
             is missing. The message names the file and the command that replaces it.
     """
-    fix = fix_command(path)
     sidecar = sidecar_path(path)
     if sidecar.exists():
         try:
@@ -125,21 +128,25 @@ def check_sidecar_hash(path: Path, *, required: bool) -> None:
                 raise TypeError(expected)
         except (OSError, ValueError, KeyError, TypeError):
             raise WeightsFileError(
-                f"{sidecar} is unreadable or has no sha256, so {path.name} cannot be checked: {fix}. Received: {sidecar}"
+                f"{sidecar} is unreadable or has no sha256, so {path.name} cannot be checked: {fix_command(path)}. "
+                f"Received: {sidecar}"
             ) from None
         try:
             actual = file_sha256(path)
         except OSError as e:
-            raise WeightsFileError(f"{path} cannot be read ({os_reason(e)}): {fix}. Received: {path}") from None
+            raise WeightsFileError(
+                f"{path} cannot be read ({os_reason(e)}): {fix_command(path)}. Received: {path}"
+            ) from None
         if actual != expected:
             raise WeightsFileError(
-                f"{path} does not match the sha256 in {sidecar.name} (truncated, corrupt or modified), so it is not loaded: "
-                f"{fix}. Received: sha256={actual[:16]}..., expected {expected[:16]}..."
+                f"{path} does not match the sha256 in {sidecar.name} (truncated, corrupt or modified), "
+                f"so it is not loaded: {fix_command(path)}. "
+                f"Received: sha256={actual[:16]}..., expected {expected[:16]}..."
             )
     elif required:
         raise WeightsFileError(
-            f"{path} has no {sidecar.name} beside it, so its integrity cannot be checked and it is not loaded: {fix}. "
-            f"Received: {path}"
+            f"{path} has no {sidecar.name} beside it, so its integrity cannot be checked and it is not loaded: "
+            f"{fix_command(path)}. Received: {path}"
         )
 
 
@@ -233,4 +240,3 @@ def stage_converted_weights(path: str | os.PathLike[str]) -> Iterator[StagedWeig
         yield staged
     finally:
         staged._discard()
-

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torchvision
+
+import pytest
 
 from parity.core.catalog import WEIGHTS, get_weights_record
 from parity.core.config import PRESETS, VGGConfig, get_config, layer_plan
@@ -14,7 +15,8 @@ from tests.conftest import CIFAR, TINY, run_python
 
 def test_importing_schema_loads_no_framework() -> None:
     code = (
-        "import sys, parity.core.config, parity.core.catalog, parity.converter, parity.core.layouts, parity.random_weights\n"
+        "import sys, parity.core.config, parity.core.catalog, parity.convert.weight_arrays, parity.core.layouts, "
+        "parity.convert.random_weights\n"
         "loaded = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

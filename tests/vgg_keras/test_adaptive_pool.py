@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
 
 import vgg_keras.layers
 from vgg_keras.layers import AdaptiveAveragePooling2D
@@ -69,7 +70,9 @@ def _spec(data_format: str, h: int | None, w: int | None) -> tf.TensorSpec:
 #: Every (height, width) with sides 1..70: both orders of every non-square size.
 ALL_SIZES = [(h, w) for h in SIDES for w in SIDES]
 #: Every square size, and every side against the few.
-MANY_SIZES = sorted({(s, s) for s in SIDES} | {(a, b) for a in SIDES for b in FEW_SIDES} | {(b, a) for a in SIDES for b in FEW_SIDES})
+MANY_SIZES = sorted(
+    {(s, s) for s in SIDES} | {(a, b) for a in SIDES for b in FEW_SIDES} | {(b, a) for a in SIDES for b in FEW_SIDES}
+)
 FEW_SIZES = [(h, w) for h in FEW_SIDES for w in FEW_SIDES]
 
 
@@ -188,6 +191,7 @@ def test_bad_output_size_is_refused(bad: object) -> None:
 
 def test_wrong_window_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison bites: windows ending at floor((i+1)*H/out) (a common slip) are caught."""
+
     def floor_end(size: object, out: int, dtype: str) -> object:
         i = keras.ops.arange(out, dtype="int32")
         size = keras.ops.cast(size, "int32")
@@ -210,7 +214,9 @@ def test_wrong_window_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
     ids=["1px-side", "unknown-size"],
 )
-def test_stock_keras_layer_still_fails_in_graphs(spec: tuple[int | None, ...], x_shape: tuple[int, ...], error: str) -> None:
+def test_stock_keras_layer_still_fails_in_graphs(
+    spec: tuple[int | None, ...], x_shape: tuple[int, ...], error: str
+) -> None:
     """Why this layer exists: keras.layers.AdaptiveAveragePooling2D cannot be traced in these cases.
 
     When this starts passing, Keras has fixed it and the stock layer may serve again.

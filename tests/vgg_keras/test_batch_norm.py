@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 import h5py
 import keras
 import numpy as np
 import pytest
-import torch
 
 import vgg_keras
 from parity.compare import build_pair
-from parity.converter import weight_map
+from parity.convert.random_weights import randomized_state_dict
+from parity.convert.weight_arrays import weight_map
 from parity.core.config import BN_EPSILON, BN_MOMENTUM_TORCH
 from parity.core.h5file import read_keras_weights
-from parity.random_weights import randomized_state_dict
 from tests.conftest import TINY_BN
 from vgg_keras.layers import BatchNormalization
 
@@ -52,8 +53,12 @@ def _layer_diffs(layer_class: type[keras.layers.BatchNormalization], steps: int 
             expected = reference(torch.from_numpy(x)).numpy()
         got = keras.ops.convert_to_numpy(layer(np.transpose(x, (0, 2, 3, 1)), training=True))
         worst["output"] = max(worst["output"], _rel(np.transpose(got, (0, 3, 1, 2)), expected))
-        worst["running_mean"] = max(worst["running_mean"], _rel(layer.moving_mean.numpy(), reference.running_mean.numpy()))
-        worst["running_var"] = max(worst["running_var"], _rel(layer.moving_variance.numpy(), reference.running_var.numpy()))
+        worst["running_mean"] = max(
+            worst["running_mean"], _rel(layer.moving_mean.numpy(), reference.running_mean.numpy())
+        )
+        worst["running_var"] = max(
+            worst["running_var"], _rel(layer.moving_variance.numpy(), reference.running_var.numpy())
+        )
     return worst
 
 

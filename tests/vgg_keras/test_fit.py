@@ -30,7 +30,9 @@ LEARNING_RATE = 1e-3
 PRESET_SIZES = (32, 64, 224)
 
 
-def _fit_lowers_the_loss(model: keras.Model, size: tuple[int, int], classes: int, jit_compile: bool | str = "auto") -> None:
+def _fit_lowers_the_loss(
+    model: keras.Model, size: tuple[int, int], classes: int, jit_compile: bool | str = "auto"
+) -> None:
     """predict equals the eager call; two SGD steps on one batch lower (or move) its inference loss."""
     rng = np.random.default_rng(size[0] * 1000 + size[1])
     shape = (2, *size, 3) if keras.config.image_data_format() == "channels_last" else (2, 3, *size)
@@ -50,7 +52,8 @@ def _fit_lowers_the_loss(model: keras.Model, size: tuple[int, int], classes: int
     after = model.evaluate(x, y, verbose=0)
     assert np.all(np.isfinite(history)), history
     noisy = any(
-        isinstance(layer, keras.layers.BatchNormalization) or (isinstance(layer, keras.layers.Dropout) and layer.rate > 0)
+        isinstance(layer, keras.layers.BatchNormalization)
+        or (isinstance(layer, keras.layers.Dropout) and layer.rate > 0)
         for layer in model.layers
     )
     if noisy:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 import keras
 import numpy as np
 import pytest
-import torch
 
 import vgg_keras
 import vgg_torch
-from parity.converter import weight_map
+from parity.convert.weight_arrays import weight_map
 from parity.core.config import VGGConfig, layer_plan
 from vgg_keras.initializers import KaimingNormalFanOut, TorchLinearNormal
 
 #: Wide enough that every kernel has >= 10k elements, so the statistics separate
 #: Glorot from Kaiming/N(0, 0.01) by many standard errors; small enough to build in a second.
-MEDIUM = VGGConfig(stages=((64,), (128,), (128, 128)), hidden=(512, 512), num_classes=100, pool_size=(2, 2), name="medium")
+MEDIUM = VGGConfig(
+    stages=((64,), (128,), (128, 128)), hidden=(512, 512), num_classes=100, pool_size=(2, 2), name="medium"
+)
 #: A per-layer statistic may differ between the two frameworks' samples by this
 #: many standard errors of the difference: 5 sigma is exceeded by chance with
 #: probability 6e-7 per statistic, so about 1e-5 over the test's ~20 statistics.
@@ -44,7 +47,9 @@ def init_mismatches(model: keras.Model, reference: torch.nn.Module, config: VGGC
         s, n = theirs.std(), theirs.size
         if s == 0:
             if not np.array_equal(ours.ravel(), np.full(n, theirs.ravel()[0])):
-                problems.append(f"{m.torch_key}: expected all {theirs.ravel()[0]}, got mean {ours.mean():.3g} std {ours.std():.3g}")
+                problems.append(
+                    f"{m.torch_key}: expected all {theirs.ravel()[0]}, got mean {ours.mean():.3g} std {ours.std():.3g}"
+                )
             continue
         mean_bound = SIGMAS * math.sqrt(2.0) * s / math.sqrt(n)
         std_bound = SIGMAS * math.sqrt(2.0) * s / math.sqrt(2.0 * n)
@@ -82,7 +87,9 @@ def test_same_shaped_layers_draw_different_values() -> None:
 
 def test_initializers_serialize_and_clone() -> None:
     model = vgg_keras.build_vgg(MEDIUM.replace(batch_norm=True), include_top=True)
-    classes = {layer.name: type(layer.kernel_initializer).__name__ for layer in model.layers if hasattr(layer, "kernel")}
+    classes = {
+        layer.name: type(layer.kernel_initializer).__name__ for layer in model.layers if hasattr(layer, "kernel")
+    }
     assert set(classes.values()) == {"KaimingNormalFanOut", "TorchLinearNormal"}
     assert classes["block1_conv1"] == "KaimingNormalFanOut" and classes["predictions"] == "TorchLinearNormal"
     restored = keras.models.model_from_json(model.to_json())
@@ -103,7 +110,9 @@ def test_kaiming_fan_out_is_torchs_for_conv_kernels() -> None:
 
 def test_glorot_and_custom_initializers_still_apply() -> None:
     model = vgg_keras.build_vgg(MEDIUM, kernel_initializer="glorot_uniform")
-    assert {type(layer.kernel_initializer).__name__ for layer in model.layers if hasattr(layer, "kernel")} == {"GlorotUniform"}
+    assert {type(layer.kernel_initializer).__name__ for layer in model.layers if hasattr(layer, "kernel")} == {
+        "GlorotUniform"
+    }
     model = vgg_keras.build_vgg(MEDIUM, include_top=False, kernel_initializer=keras.initializers.Zeros())
     assert not np.any(model.get_layer("block1_conv1").kernel.numpy())
 

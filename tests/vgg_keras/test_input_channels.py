@@ -12,20 +12,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 import keras
 import numpy as np
 import pytest
-import torch
 
+import parity.core.weights_file
 import vgg_keras
+import vgg_keras.weights
 import vgg_torch
 from parity.compare import LOGIT_RTOL, keras_forward, torch_forward
-from parity.converter import write_keras_weights
+from parity.convert.random_weights import randomized_state_dict
+from parity.convert.weight_arrays import write_keras_weights
 from parity.core.config import PRESETS, VGGConfig
 from parity.core.errors import WeightsFileError
-from parity.core.layouts import KERAS_IN_AXIS, TORCH_IN_AXIS, adapt_input_channels, conv_oihw_to_hwio
-from parity.core.weights_file import stage_converted_weights
-from parity.random_weights import randomized_state_dict
+from parity.core.layouts import (
+    KERAS_IN_AXIS,
+    TORCH_IN_AXIS,
+    adapt_input_channels,
+    can_adapt_input_channels,
+    conv_oihw_to_hwio,
+)
+from parity.core.weights_file import sidecar_path, stage_converted_weights
 from tests.conftest import TINY_CONFIGS, torch_state_dict
 
 #: torch (adapted state dict) against Keras (adapted while loading) on the tiny
@@ -42,12 +51,19 @@ def _write_converted(sd: dict[str, np.ndarray], config: VGGConfig, path: Path, i
     """A converted file with its provenance record, as ``python -m parity.convert`` writes it."""
     with stage_converted_weights(path) as staged:
         write_keras_weights(sd, config, staged.path, include_top=include_top)
-        staged.commit({"arch": config.name, "config": config.to_dict(), "include_top": include_top, "source": {"kind": "test"}})
+        staged.commit(
+            {"arch": config.name, "config": config.to_dict(), "include_top": include_top, "source": {"kind": "test"}}
+        )
     return path
 
 
-def _adapted_torch(sd: dict[str, np.ndarray], config: VGGConfig, channels: int, rescale: bool = True) -> torch.nn.Module:
-    """torch reference: the state dict's first kernel adapted, loaded into an n-channel model (features only if ``sd`` is)."""
+def _adapted_torch(
+    sd: dict[str, np.ndarray], config: VGGConfig, channels: int, rescale: bool = True
+) -> torch.nn.Module:
+    """torch reference: the state dict's first kernel adapted, loaded into an n-channel model.
+
+    Features only if ``sd`` holds only features.
+    """
     sd = dict(sd)
     kernel = adapt_input_channels(sd["features.0.weight"], channels, TORCH_IN_AXIS)
     if not rescale and channels not in (1, 3):
@@ -57,7 +73,9 @@ def _adapted_torch(sd: dict[str, np.ndarray], config: VGGConfig, channels: int, 
     if any(k.startswith("classifier.") for k in sd):
         model.load_state_dict(torch_state_dict(sd), strict=True)
     else:
-        model.features.load_state_dict({k.removeprefix("features."): v for k, v in torch_state_dict(sd).items()}, strict=True)
+        model.features.load_state_dict(
+            {k.removeprefix("features."): v for k, v in torch_state_dict(sd).items()}, strict=True
+        )
     return model.eval()
 
 
@@ -88,10 +106,24 @@ def test_adaptation_by_definition() -> None:
         ((5, 3, 3, 3), 2, 4, "`axis` must be an axis"),
     ],
 )
-def test_adaptation_refuses_what_it_cannot_do(kernel_shape: tuple[int, ...], channels: int, axis: int, fragment: str) -> None:
+def test_adaptation_refuses_what_it_cannot_do(
+    kernel_shape: tuple[int, ...], channels: int, axis: int, fragment: str
+) -> None:
     with pytest.raises(ValueError, match=fragment) as info:
         adapt_input_channels(np.zeros(kernel_shape, np.float32), channels, axis)
     assert "Received:" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_predicate_says_what_the_adaptation_does() -> None:
+    for have in range(1, 8):
+        for want in range(1, 8):
+            kernel = np.zeros((2, have, 3, 3), np.float32)
+            try:
+                adapt_input_channels(kernel, want, TORCH_IN_AXIS)
+                adapts = True
+            except ValueError:
+                adapts = False
+            assert can_adapt_input_channels(have, want) == adapts, (have, want)
 
 
 @pytest.mark.parametrize("channels", [1, 6])
@@ -111,7 +143,9 @@ def test_adapted_conv_sees_replicated_input_as_rgb(channels: int) -> None:
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("channels", [1, 2, 4, 5])
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
-def test_keras_weights_file_adapted_like_torch_state_dict(name: str, channels: int, data_format: str, tmp_path: Path) -> None:
+def test_keras_weights_file_adapted_like_torch_state_dict(
+    name: str, channels: int, data_format: str, tmp_path: Path
+) -> None:
     keras.config.set_image_data_format(data_format)
     cfg = TINY_CONFIGS[name]
     sd = randomized_state_dict(cfg, seed=channels)
@@ -119,7 +153,9 @@ def test_keras_weights_file_adapted_like_torch_state_dict(name: str, channels: i
     n_cfg = cfg.replace(in_channels=channels)
     model = vgg_keras.build_vgg(n_cfg, weights=str(path), classifier_activation=None)
     shape = (channels, None, None) if data_format == "channels_first" else (None, None, channels)
-    assert tuple(model.input.shape)[1:] == (shape if cfg.pool_size is not None else tuple(32 if s is None else s for s in shape))
+    assert tuple(model.input.shape)[1:] == (
+        shape if cfg.pool_size is not None else tuple(32 if s is None else s for s in shape)
+    )
     x = np.random.default_rng(2).standard_normal((2, channels, 32, 32), dtype=np.float32)
     expected = torch_forward(_adapted_torch(sd, cfg, channels), x)["logits"]
     got = keras_forward(model, x)["logits"]
@@ -139,7 +175,10 @@ def test_weights_none_any_channels_both_formats() -> None:
             model = vgg_keras.VGG11(weights=None, include_top=False, input_shape=shape)
             assert model.get_layer("block1_conv1").kernel.shape == (3, 3, channels, 64)
             tensor = keras.Input(shape=(channels, 32, 32) if data_format == "channels_first" else (32, 32, channels))
-            assert vgg_keras.VGG11(include_top=False, input_tensor=tensor).get_layer("block1_conv1").kernel.shape[2] == channels
+            assert (
+                vgg_keras.VGG11(include_top=False, input_tensor=tensor).get_layer("block1_conv1").kernel.shape[2]
+                == channels
+            )
         keras.config.set_image_data_format("channels_last")
 
 
@@ -157,6 +196,35 @@ def test_file_for_other_channels_that_cannot_adapt_is_refused(tmp_path: Path) ->
         vgg_keras.build_vgg(cfg.replace(in_channels=2), weights=str(path))
     # 4 -> 4 loads unchanged.
     vgg_keras.build_vgg(cfg, weights=str(path))
+
+
+def test_a_load_builds_its_fix_advice_once_and_only_for_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    real = parity.core.weights_file.fix_command
+
+    def counting(path: Path) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(parity.core.weights_file, "fix_command", counting)
+    monkeypatch.setattr(vgg_keras.weights, "fix_command", counting)
+    cfg = TINY_CONFIGS["tiny"]
+    path = _write_converted(randomized_state_dict(cfg), cfg, tmp_path / "tiny.weights.h5")
+    vgg_keras.build_vgg(cfg, weights=str(path))
+    assert calls == []
+    sidecar = sidecar_path(path)
+    sidecar.write_text(sidecar.read_text().replace('"sha256": "', '"sha256": "0'))
+    with pytest.raises(WeightsFileError, match="does not match the sha256"):
+        vgg_keras.build_vgg(cfg, weights=str(path))
+    assert calls == [path]
+    sidecar.unlink()
+    path.write_bytes(b"not hdf5")
+    calls.clear()
+    with pytest.raises(WeightsFileError, match="not a readable HDF5 weights file"):
+        vgg_keras.build_vgg(cfg, weights=str(path))
+    assert calls == [path]
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torchvision
+
 import keras
 import numpy as np
 import pytest
-import torchvision
 
 import vgg_keras
 from parity.core.config import PRESETS
@@ -31,7 +32,9 @@ def test_layer_names_as_keras_applications(arch: str) -> None:
     # pool and torchvision's two dropouts, which hold no weights.
     assert [n for n in our_names if n in ref_names] == ref_names
     assert set(our_names) - set(ref_names) == {"avgpool", "fc1_dropout", "fc2_dropout"}
-    assert [layer.name for layer in ours.layers if layer.weights] == [layer.name for layer in ref.layers if layer.weights]
+    assert [layer.name for layer in ours.layers if layer.weights] == [
+        layer.name for layer in ref.layers if layer.weights
+    ]
     assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in ref.weights]
 
 
@@ -42,7 +45,9 @@ def test_trainable_params_equal_torchvision(arch: str) -> None:
     expected = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.meta["num_params"]
     assert _trainable(model) == expected
     # BN moving mean/variance are Keras weights too (torch keeps them as buffers).
-    bn_stats = sum(2 * layer.weights[2].shape[0] for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    bn_stats = sum(
+        2 * layer.weights[2].shape[0] for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert model.count_params() == expected + bn_stats
     assert (bn_stats > 0) == arch.endswith("_bn")
 
@@ -80,7 +85,12 @@ def test_cifar_config_fixed_input() -> None:
     assert model.get_layer("predictions").kernel.shape == (16 * 4 * 4, 10)
     with pytest.raises(ValueError, match="4x4 grid"):
         vgg_keras.build_vgg(CIFAR, input_shape=(64, 64, 3))
-    assert tuple(vgg_keras.build_vgg(CIFAR, include_top=False, input_shape=(64, 64, 3)).output.shape) == (None, 8, 8, 16)
+    assert tuple(vgg_keras.build_vgg(CIFAR, include_top=False, input_shape=(64, 64, 3)).output.shape) == (
+        None,
+        8,
+        8,
+        16,
+    )
 
 
 @pytest.mark.cpu_kernels
@@ -109,7 +119,16 @@ def test_channels_first() -> None:
 def test_bn_layers_use_torch_epsilon_and_momentum() -> None:
     model = vgg_keras.VGG11_BN(input_shape=(32, 32, 3), include_top=False)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert [b.name for b in bns] == ["block1_bn1", "block2_bn1", "block3_bn1", "block3_bn2", "block4_bn1", "block4_bn2", "block5_bn1", "block5_bn2"]
+    assert [b.name for b in bns] == [
+        "block1_bn1",
+        "block2_bn1",
+        "block3_bn1",
+        "block3_bn2",
+        "block4_bn1",
+        "block4_bn2",
+        "block5_bn1",
+        "block5_bn2",
+    ]
     assert all(b.epsilon == 1e-5 and b.momentum == pytest.approx(0.9) for b in bns)
 
 

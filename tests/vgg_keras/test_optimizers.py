@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import torch
+
 import keras
 import numpy as np
 import pytest
-import torch
 
 from vgg_keras.optimizers import StepLR, TorchSGD
 
@@ -42,7 +43,9 @@ def _gradient(w: np.ndarray, curvature: np.ndarray, drift: np.ndarray, step: int
     return curvature * w + np.sin(step) * drift
 
 
-def run_torch(options: dict[str, object], lr: float, schedule: tuple[int, float, int] | None, dtype: str) -> list[np.ndarray]:
+def run_torch(
+    options: dict[str, object], lr: float, schedule: tuple[int, float, int] | None, dtype: str
+) -> list[np.ndarray]:
     """``torch.optim.SGD`` (and ``StepLR(step_size, gamma)`` stepped every ``steps_per_epoch`` steps)."""
     start, curvature, drift = _problem()
     params = [torch.nn.Parameter(torch.from_numpy(w.astype(dtype))) for w in start]
@@ -61,13 +64,17 @@ def run_keras(optimizer: keras.optimizers.Optimizer, dtype: str) -> list[np.ndar
     start, curvature, drift = _problem()
     variables = [keras.Variable(w.astype(dtype), dtype=dtype) for w in start]
     for step in range(STEPS):
-        grads = [_gradient(v.numpy(), c, d, step).astype(dtype) for v, c, d in zip(variables, curvature, drift, strict=True)]
+        grads = [
+            _gradient(v.numpy(), c, d, step).astype(dtype) for v, c, d in zip(variables, curvature, drift, strict=True)
+        ]
         optimizer.apply_gradients(zip(grads, variables, strict=True))
     return [v.numpy() for v in variables]
 
 
 def _rel(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    return max(float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b))) for a, b in zip(ours, ref, strict=True))
+    return max(
+        float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b))) for a, b in zip(ours, ref, strict=True)
+    )
 
 
 SCHEDULE = (2, 0.5, 3)  # StepLR(step_size=2 epochs, gamma=0.5), 3 steps per epoch: 6 rate changes in 40 steps
@@ -110,7 +117,12 @@ def test_keras_sgd_with_a_schedule_fails() -> None:
     got = run_keras(keras.optimizers.SGD(schedule, momentum=0.9), "float64")
     assert _rel(got, expected) > 1e-3
     # At a constant rate without weight decay the two agree (to rounding: Keras' SGD casts momentum to float32).
-    assert _rel(run_keras(keras.optimizers.SGD(0.125, momentum=0.9), "float32"), run_torch(options, 0.125, None, "float32")) <= RTOL_UNFUSED
+    assert (
+        _rel(
+            run_keras(keras.optimizers.SGD(0.125, momentum=0.9), "float32"), run_torch(options, 0.125, None, "float32")
+        )
+        <= RTOL_UNFUSED
+    )
 
 
 def test_keras_decoupled_weight_decay_fails() -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 # torch and torchvision first: importing them after TensorFlow crashes the interpreter.
 import torch
 import torchvision  # noqa: F401
+
+import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -34,12 +34,13 @@ import numpy as np  # noqa: E402
 PIL_Image = pytest.importorskip("PIL.Image")
 skimage_data = pytest.importorskip("skimage.data")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from torchvision.models import VGG16_Weights  # noqa: E402
 from torchvision.models._meta import _IMAGENET_CATEGORIES  # noqa: E402
 from torchvision.transforms import functional as tvF  # noqa: E402
 from torchvision.transforms._presets import ImageClassification  # noqa: E402
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from parity.core.catalog import get_weights_record  # noqa: E402
 from vgg_keras import preprocessing as prep  # noqa: E402
@@ -234,7 +235,9 @@ def test_resize_smaller_than_crop_pads_like_torchvision(resize_size: int, key: s
 def test_resize_and_crop_geometry_matches_torchvision() -> None:
     from torchvision.transforms.functional import _compute_resized_output_size
 
-    sizes = [(h, w) for h in (*range(1, 60, 7), 223, 224, 225, 255, 256, 257, 301, 333, 1000) for w in range(1, 700, 13)]
+    sizes = [
+        (h, w) for h in (*range(1, 60, 7), 223, 224, 225, 255, 256, 257, 301, 333, 1000) for w in range(1, 700, 13)
+    ]
     expected = [tuple(_compute_resized_output_size((h, w), [256])) for h, w in sizes]
     assert [resize_crop.resized_size(h, w, 256) for h, w in sizes] == expected
     hs, ws = (tf.constant([s[i] for s in sizes]) for i in (0, 1))
@@ -289,7 +292,9 @@ def test_not_rounding_uint8_exceeds_mismatch_fraction() -> None:
     ref = _pixels(_tv_tensor(image, tv), tv.mean, tv.std)
     unrounded = _pixels(_ours(image.astype(np.float32)), tv.mean, tv.std)
     assert _max_diff(unrounded, ref) <= 0.5 / 255 + FLOAT_PATH_ATOL  # within half a level everywhere...
-    assert np.mean(np.abs(unrounded - ref) > 1e-6) > 20 * TENSOR_PATH_MAX_MISMATCH_FRACTION  # ...but off almost everywhere
+    assert (
+        np.mean(np.abs(unrounded - ref) > 1e-6) > 20 * TENSOR_PATH_MAX_MISMATCH_FRACTION
+    )  # ...but off almost everywhere
 
 
 # --------------------------------------------------------------------------- #
@@ -324,7 +329,12 @@ def test_layer_in_keras_model_and_saved(tmp_path: Path) -> None:
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, rtol=0, atol=NORMALIZE_ATOL)
     layer = prep.ImageClassificationPreprocessor.from_config(model.layers[1].get_config())
-    assert (layer.resize_size, layer.crop_size, layer.mean, layer.std) == (256, 224, prep.IMAGENET_MEAN, prep.IMAGENET_STD)
+    assert (layer.resize_size, layer.crop_size, layer.mean, layer.std) == (
+        256,
+        224,
+        prep.IMAGENET_MEAN,
+        prep.IMAGENET_STD,
+    )
 
 
 def test_channels_first() -> None:
@@ -362,7 +372,9 @@ def test_list_of_images_of_different_sizes() -> None:
 def test_preprocess_input_matches_torchvision_normalization(weights: str) -> None:
     image = _photo("coffee")[:224, :224]
     t = get_weights_record("vgg16", weights).transforms
-    ref = tvF.normalize(tvF.convert_image_dtype(torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.float), t.mean, t.std)
+    ref = tvF.normalize(
+        tvF.convert_image_dtype(torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.float), t.mean, t.std
+    )
     ours = prep.preprocess_input(image, mean=t.mean, std=t.std)
     assert isinstance(ours, np.ndarray) and ours.dtype == np.float32
     atol = NORMALIZE_ATOL / min(t.std)
@@ -404,7 +416,11 @@ def test_decode_predictions_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     preds[0, [0, 1, 2, 3]] = [0.5, 0.3, 0.1, 0.1]  # a tie: index order
     preds[1, 999] = 1.0
     out = prep.decode_predictions(preds, top=3)
-    assert out[0] == [("0", "tench", 0.5), ("1", "goldfish", pytest.approx(0.3)), ("2", "great white shark", pytest.approx(0.1))]
+    assert out[0] == [
+        ("0", "tench", 0.5),
+        ("1", "goldfish", pytest.approx(0.3)),
+        ("2", "great white shark", pytest.approx(0.1)),
+    ]
     assert out[1][0] == ("999", names[999], 1.0) and len(out[1]) == 3
     assert [len(r) for r in prep.decode_predictions(tf.constant(preds))] == [5, 5]
 
@@ -424,11 +440,17 @@ def test_decode_predictions_offline(monkeypatch: pytest.MonkeyPatch) -> None:
         (lambda: prep.preprocess_input(np.zeros((4, 4, 3), bool)), r"Received: x\.dtype=bool"),
         (lambda: prep.preprocess_input(np.zeros((4, 4, 3)), std=(1, 0, 1)), r"Received: std="),
         (lambda: prep.preprocess_images(np.zeros((8, 8), np.uint8)), r"rank 3.*Received: images\.shape=\(8, 8\)"),
-        (lambda: prep.preprocess_images(np.zeros((8, 8, 4), np.uint8)), r"3 channels.*Received: images\.shape=\(8, 8, 4\)"),
+        (
+            lambda: prep.preprocess_images(np.zeros((8, 8, 4), np.uint8)),
+            r"3 channels.*Received: images\.shape=\(8, 8, 4\)",
+        ),
         (lambda: prep.preprocess_images(np.zeros((8, 8, 3), np.int32)), r"uint8.*Received: images\.dtype=int32"),
         (lambda: prep.preprocess_images(np.zeros((0, 8, 3), np.uint8)), r"empty.*Received: images\.shape=\(0, 8, 3\)"),
         (lambda: prep.preprocess_images([np.zeros((8, 8), np.uint8)]), r"Received: images\[0\]\.shape=\(8, 8\)"),
-        (lambda: prep.preprocess_images([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.int64)]), r"Received: images\[1\]\.dtype=int64"),
+        (
+            lambda: prep.preprocess_images([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.int64)]),
+            r"Received: images\[1\]\.dtype=int64",
+        ),
         (lambda: prep.preprocess_images(np.zeros((8, 8, 3), np.uint8), arch="vgg17"), r"Received: arch='vgg17'"),
         (lambda: prep.preprocessor_for("vgg19", "IMAGENET1K_FEATURES"), r"Received: weights='IMAGENET1K_FEATURES'"),
         (lambda: prep.ImageClassificationPreprocessor(crop_size=0), r"Received: crop_size=0"),
@@ -472,7 +494,9 @@ def test_module_imports_without_torch(tmp_path: Path) -> None:
     )
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert not log.exists(), f"imported: {log.read_text()}"
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -487,9 +511,9 @@ END_TO_END_RTOL = 1e-3
 def test_image_to_label_end_to_end_agrees_with_torchvision() -> None:
     """Photo -> each framework's pipeline -> each framework's model, same weights: same top-1."""
     import vgg_keras
+    from parity.convert.random_weights import randomized_state_dict
+    from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
     from parity.core.config import PRESETS
-    from parity.converter import assign_keras_weights, convert_state_dict
-    from parity.random_weights import randomized_state_dict
 
     cfg = PRESETS["vgg11"]
     sd = randomized_state_dict(cfg, seed=21)
@@ -500,8 +524,12 @@ def test_image_to_label_end_to_end_agrees_with_torchvision() -> None:
     photos = [skimage_data.astronaut(), skimage_data.chelsea(), skimage_data.coffee(), skimage_data.rocket()]
     transforms = torchvision.models.VGG11_Weights.IMAGENET1K_V1.transforms()
     with torch.no_grad():
-        torch_logits = torch.stack([ref(transforms(torch.from_numpy(p).permute(2, 0, 1))[None])[0] for p in photos]).numpy()
-    keras_logits = np.concatenate([np.asarray(model(vgg_keras.preprocess_images(p, arch="vgg11")[None])) for p in photos])
+        torch_logits = torch.stack(
+            [ref(transforms(torch.from_numpy(p).permute(2, 0, 1))[None])[0] for p in photos]
+        ).numpy()
+    keras_logits = np.concatenate(
+        [np.asarray(model(vgg_keras.preprocess_images(p, arch="vgg11")[None])) for p in photos]
+    )
     assert np.array_equal(np.argmax(torch_logits, -1), np.argmax(keras_logits, -1))
     rel = np.max(np.abs(torch_logits - keras_logits)) / np.max(np.abs(torch_logits))
     print(f"end-to-end max relative logit difference {rel:.2e}")

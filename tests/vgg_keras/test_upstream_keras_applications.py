@@ -61,7 +61,8 @@ def test_application_base(arch: str, image_data_format: str) -> None:
     pytest.skip(
         "needs weights='imagenet' and the elephant.jpg download (no network here, and our ImageNet weights are "
         "torchvision's, converted); its serialization part runs in test_application_base_serialization, and "
-        "real-image correctness of converted weights is what parity.convert's verification and tests/tools/test_parity.py check"
+        "real-image correctness of converted weights is what parity.convert's verification and "
+        "tests/parity/report/test_model_parity.py check"
     )
 
 

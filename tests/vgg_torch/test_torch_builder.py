@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 import torchvision
 
+import numpy as np
+import pytest
+
 import vgg_torch
+from parity.convert.random_weights import randomized_state_dict
 from parity.core.config import PRESETS
-from parity.random_weights import randomized_state_dict
 from tests.conftest import CIFAR, TINY_BN, preset_params, torch_state_dict
 
 #: Same weights, same kernels, same input: torch must give bit-identical outputs.

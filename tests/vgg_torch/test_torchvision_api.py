@@ -11,12 +11,13 @@ import inspect
 import pickle
 from collections.abc import Callable
 
-import numpy as np
-import pytest
 import torch
 import torchvision
 from torchvision.models import _api as tv_api
 from torchvision.models.detection import ssd as tv_ssd
+
+import numpy as np
+import pytest
 
 import vgg_torch
 from parity.core.config import PRESETS
@@ -88,7 +89,9 @@ def test_weights_are_downloaded_hash_checked_and_loaded(
 
 
 @pytest.mark.parametrize("weights", ["IMAGENET1K_V1", "DEFAULT", "VGG11_BN_Weights.IMAGENET1K_V1"])
-def test_weights_by_name(weights: str, vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_by_name(
+    weights: str, vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = _FakeDownload(vgg11_bn_state)
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake)
     model = vgg_torch.vgg11_bn(weights=weights)
@@ -98,7 +101,9 @@ def test_weights_by_name(weights: str, vgg11_bn_state: dict[str, torch.Tensor], 
     assert torch.equal(model.classifier[6].bias, vgg11_bn_state["classifier.6.bias"])
 
 
-def test_legacy_pretrained_as_torchvision(vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_legacy_pretrained_as_torchvision(
+    vgg11_bn_state: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = _FakeDownload(vgg11_bn_state)
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake)
     with pytest.warns(UserWarning, match="'pretrained' is deprecated"):

@@ -23,12 +23,13 @@ import random
 from collections.abc import Callable, Iterator
 from tempfile import TemporaryDirectory
 
-import numpy as np
-import pytest
 import torch
 import torch.fx
 import torchvision
 from torchvision.models.detection import ssd as tv_ssd
+
+import numpy as np
+import pytest
 
 import vgg_torch
 from parity.core.config import PRESETS
@@ -129,11 +130,16 @@ def _check_input_backprop(model, inputs):  # noqa: ANN001, ANN202
         inputs.requires_grad_(requires_grad)
 
 
-def _assert_same_as_torchvision(model: torch.nn.Module, reference: torch.nn.Module, out: object, expected: object) -> None:
+def _assert_same_as_torchvision(
+    model: torch.nn.Module, reference: torch.nn.Module, out: object, expected: object
+) -> None:
     """Replaces upstream's ``_assert_expected``: torchvision's model from the same seed is the expectation."""
     ours, theirs = model.state_dict(), reference.state_dict()
     assert list(ours) == list(theirs)
-    assert max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours if ours[k].numel()) <= SAME_SEED_ATOL
+    assert (
+        max((ours[k].double() - theirs[k].double()).abs().max().item() for k in ours if ours[k].numel())
+        <= SAME_SEED_ATOL
+    )
     torch.testing.assert_close(out, expected, atol=SAME_SEED_ATOL, rtol=0.0)
 
 
@@ -186,7 +192,9 @@ def test_classification_model(arch: str, input_shape: tuple[int, ...], dev: str)
     _check_input_backprop(model, x)
 
 
-def _ssd_with_our_vgg16(monkeypatch: pytest.MonkeyPatch, built: list[torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+def _ssd_with_our_vgg16(
+    monkeypatch: pytest.MonkeyPatch, built: list[torch.nn.Module]
+) -> Callable[..., torch.nn.Module]:
     """ssd300_vgg16 with its backbone builder replaced by ours; each backbone built is appended to ``built``."""
 
     def vgg16(**kwargs: object) -> torch.nn.Module:

@@ -1,0 +1,7 @@
+"""``python -m parity.convert``."""
+
+import sys
+
+from parity.convert.cli import main
+
+sys.exit(main())

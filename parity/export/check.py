@@ -1,0 +1,361 @@
+"""Verification of a written export: the bounds, running the artifact from disk, and the figures.
+
+:func:`parity.export.export` writes a SavedModel or TFLite file under a
+temporary name, then calls :func:`run_artifact` on it (loaded back from disk
+by ``tf.saved_model.load`` or ``tf.lite.Interpreter``) and :func:`compare` on
+its outputs against torchvision's; the artifact is renamed into place only if
+every figure meets its format's :class:`Tolerance` (:data:`TOLERANCES`).
+:func:`photo_batch` gives the four photos the quantized formats are judged
+on, :func:`table` the text printed per input set.
+
+The torch reference holds the weights read back from the ``.weights.h5`` into
+torchvision's layout (:func:`parity.convert.to_torch.torch_state_dict_from_keras`, the
+inverse of the converter, tested bit-exact): the file that was verified against
+torch when it was converted is the file exported.
+
+Per-block figures: a SavedModel carries a second endpoint, ``blocks``, that
+returns every pooling stage's output (NCHW); a TFLite file is run with its
+intermediate tensors kept and the ``block{i}_pool`` tensors read out. The
+serving endpoint (``serve``, also ``serving_default``) returns logits (no
+softmax), or the last feature map without the top.
+
+Imports TensorFlow, torch and torchvision only inside the functions that need
+them; the caller has imported torch and torchvision first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from parity.compare import BLOCK_RTOL, LOGIT_RTOL, block_difference
+from parity.core.config import VGGConfig
+
+__all__ = [
+    "FP16_TOLERANCE",
+    "FP32_TOLERANCE",
+    "INT8_TOLERANCE",
+    "PHOTOS",
+    "TOLERANCES",
+    "Tolerance",
+    "compare",
+    "photo_batch",
+    "reference_inputs",
+    "run_artifact",
+    "table",
+    "torch_outputs",
+    "torch_state",
+]
+
+#: Photos the quantized formats are judged on (scikit-image's sample data, as in tests/vgg_keras/test_preprocessing.py).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The bound an export must meet, per quantization.
+
+    Relative differences are max |export - torch| / max |torch| over a batch,
+    per output. Top-k figures are over the photos (and the verification batch),
+    with logits only.
+
+    Attributes:
+        output_rtol: Bound on the final output (logits, or the last block without the top).
+        block_rtol: Bound on every intermediate block, or ``None`` (reported, not judged).
+        min_top1: Least fraction of images whose top-1 class equals torch's.
+        min_top5_overlap: Least mean |top-5 of export ∩ top-5 of torch| / 5.
+        reason: Why the bound is what it is.
+    """
+
+    output_rtol: float
+    block_rtol: float | None
+    min_top1: float
+    min_top5_overlap: float
+    reason: str
+
+
+#: fp32 exports run the same arithmetic in another order (TensorFlow's graph
+#: runtime with oneDNN, or TFLite's XNNPACK kernels): the project's fp32 bound.
+FP32_TOLERANCE = Tolerance(
+    output_rtol=LOGIT_RTOL,
+    block_rtol=BLOCK_RTOL,
+    min_top1=1.0,
+    min_top5_overlap=1.0,
+    reason="fp32 throughout: only the summation order differs from torch (measured about 1e-6); "
+    "a layout or weight mistake gives 1e-2 or more",
+)
+#: float16 stores the weights rounded to half precision (relative step 2**-11,
+#: about 4.9e-4) and computes in fp32 on x86 (XNNPACK dequantizes them once).
+#: Rounding errors of ~1e4 weights per output add up like a random walk, and
+#: grow with depth: measured on vgg11_bn at 224 (random-all weights, seed 0,
+#: the verification batch and four photos) 5.0e-4 / 5.1e-4 relative on the
+#: logits and at most 6.8e-4 on a block, so 3e-3 leaves a factor of 4.4, while
+#: a dropped or transposed block gives 1e-1 or more.
+FP16_TOLERANCE = Tolerance(
+    output_rtol=3e-3,
+    block_rtol=3e-3,
+    min_top1=1.0,
+    min_top5_overlap=1.0,
+    reason="weights rounded to float16 (relative step 4.9e-4), fp32 arithmetic: measured <= 6e-4 on the logits",
+)
+#: dynamic-int8 stores every kernel as int8 (per output channel for
+#: convolutions) and quantizes each layer's input to int8 on the fly, per batch
+#: (hybrid kernels). That is 8 bits of resolution twice per layer, over 11
+#: layers: measured on vgg11_bn at 224 (as above) 2.7e-2 relative on the
+#: logits, at most 4.0e-2 on a block, top-1 agreement 6/6 and top-5 overlap
+#: 95% on the photos. 0.1 leaves a factor of 3.7. Top-1 can swap where torch's
+#: two best logits are closer than that, which random (not ImageNet-trained)
+#: weights make likely, so top-1 is bounded loosely (half the images) and
+#: top-5 overlap at 80%. Blocks are reported, not judged (the final output is).
+INT8_TOLERANCE = Tolerance(
+    output_rtol=0.1,
+    block_rtol=None,
+    min_top1=0.5,
+    min_top5_overlap=0.8,
+    reason="int8 weights and int8 activations quantized per batch: measured 1e-2 to 4e-2 on the logits; "
+    "top-1 may swap between near-equal logits, judged by top-5 overlap",
+)
+TOLERANCES: dict[str, Tolerance] = {"none": FP32_TOLERANCE, "float16": FP16_TOLERANCE, "dynamic-int8": INT8_TOLERANCE}
+
+
+def torch_state(weights_path: Path, config: VGGConfig, include_top: bool) -> dict[str, np.ndarray]:
+    """The weights file's arrays in torchvision's layout, for the torch reference.
+
+    Raises:
+        ConversionError: If the arrays do not fit ``config``.
+        OSError: If the file cannot be read.
+    """
+    from parity.convert.to_torch import torch_state_dict_from_keras
+    from parity.convert.weight_arrays import weight_map
+    from parity.core.h5file import read_layer_arrays
+
+    arrays = read_layer_arrays(weights_path)
+    wanted = {m.keras_layer for m in weight_map(config, include_top)}
+    return torch_state_dict_from_keras({k: v for k, v in arrays.items() if k in wanted}, config, include_top)
+
+
+def reference_inputs(config: VGGConfig, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The NCHW input sets an export is judged on, by name.
+
+    ``"verification"``: :mod:`parity.convert`'s fixed batch (seeded noise of
+    two images when ``size`` is not square); ``"photos"``: :func:`photo_batch`,
+    where it applies (three input channels, scikit-image installed, square size).
+    """
+    from parity.convert.to_keras import verification_batch
+
+    inputs = {"verification": verification_batch(config, size[0])}
+    if size[0] != size[1]:
+        inputs["verification"] = np.random.default_rng(1234).standard_normal(
+            (2, config.in_channels, *size), dtype=np.float32
+        )
+    photos = photo_batch(size) if config.in_channels == 3 else None
+    if photos is not None:
+        inputs["photos"] = photos
+    return inputs
+
+
+def torch_outputs(
+    state: dict[str, np.ndarray], config: VGGConfig, inputs: dict[str, np.ndarray], include_top: bool
+) -> dict[str, dict[str, np.ndarray]]:
+    """torchvision's outputs on each input set: ``{"block1": ..., "output": ...}``.
+
+    ``"output"`` is what the export returns (logits, or the last block without the top).
+
+    ``"output"`` is the logits with the top, the last block's feature map without it.
+    """
+    from parity.convert.to_keras import torch_reference
+
+    references = {}
+    for key, x in inputs.items():
+        ref = torch_reference(state, config, x, include_top)
+        references[key] = {
+            **{k: v for k, v in ref.items() if k != "logits"},
+            "output": ref["logits"] if include_top else ref[f"block{len(config.stages)}"],
+        }
+    return references
+
+
+def run_artifact(path: str | os.PathLike[str], fmt: str, x_nchw: np.ndarray, data_format: str) -> dict[str, np.ndarray]:
+    """Loads an exported artifact from disk and runs it on an NCHW batch.
+
+    Args:
+        path: The SavedModel folder or ``.tflite`` file.
+        fmt: ``"saved_model"`` or ``"tflite"``.
+        x_nchw: The batch, NCHW float32 (moved to ``data_format`` here).
+        data_format: The artifact's input layout.
+
+    Returns:
+        ``{"block1": ..., ..., "output": ...}``, blocks NCHW (absent where the
+        artifact does not expose them).
+    """
+    import tensorflow as tf
+
+    x = np.ascontiguousarray(
+        x_nchw if data_format == "channels_first" else x_nchw.transpose(0, 2, 3, 1), dtype=np.float32
+    )
+    out: dict[str, np.ndarray] = {}
+    if fmt == "saved_model":
+        loaded = tf.saved_model.load(os.fspath(path))  # kept alive: its endpoints hold weak references
+        if hasattr(loaded, "blocks"):
+            out.update(
+                {
+                    k: np.asarray(v)
+                    for k, v in sorted(loaded.blocks(tf.constant(x)).items(), key=lambda kv: int(kv[0][5:]))
+                }
+            )
+        out["output"] = _output_nchw(np.asarray(loaded.serve(tf.constant(x))), data_format)
+        del loaded
+        return out
+    with warnings.catch_warnings():
+        # TensorFlow 2.20 warns that tf.lite.Interpreter is deprecated (it works), and that keeping every
+        # tensor is for debugging (it is: that is how the block outputs are read).
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*(tf\.lite\.Interpreter is deprecated|experimental_preserve_all_tensors)",
+            category=UserWarning,
+        )
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    batch = int(inp["shape"][0])
+    names = {}
+    for d in interpreter.get_tensor_details():
+        found = re.search(r"(?:^|/)block(\d+)_pool(?:_\d+)?/", d["name"])
+        if found and len(d["shape"]) == 4 and f"block{found.group(1)}" not in names:
+            names[f"block{found.group(1)}"] = d["index"]
+    collected: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        interpreter.set_tensor(inp["index"], chunk)
+        interpreter.invoke()
+        for key in sorted(names, key=lambda k: int(k[5:])):
+            collected.setdefault(key, []).append(interpreter.get_tensor(names[key])[:n].transpose(0, 3, 1, 2))
+        collected.setdefault("output", []).append(
+            interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[:n].copy()
+        )
+    out = {k: np.concatenate(v) for k, v in collected.items()}
+    out["output"] = _output_nchw(out["output"], data_format)
+    return out
+
+
+def _output_nchw(output: np.ndarray, data_format: str) -> np.ndarray:
+    """A feature map (no top) in torch's NCHW; logits as they are."""
+    return output.transpose(0, 3, 1, 2) if output.ndim == 4 and data_format == "channels_last" else output
+
+
+def photo_batch(size: tuple[int, int]) -> np.ndarray | None:
+    """scikit-image's four photos through torchvision's ImageNet preprocessing, NCHW.
+
+    At 224 x 224 this is torchvision's ``IMAGENET1K_V1`` transform (resize 256,
+    center crop 224); at other square sizes the same with the crop and the
+    resize scaled alike. ``None`` if scikit-image is missing or the size is not square.
+    """
+    h, w = size
+    if h != w:
+        return None
+    try:
+        from skimage import data as skimage_data
+    except ImportError:
+        return None
+    import torch
+    from torchvision.transforms._presets import ImageClassification
+
+    transform = ImageClassification(crop_size=h, resize_size=round(h * 256 / 224))
+    images = [
+        transform(torch.from_numpy(np.ascontiguousarray(getattr(skimage_data, n)().transpose(2, 0, 1)))) for n in PHOTOS
+    ]
+    return torch.stack(images).numpy()
+
+
+def _topk_figures(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    k = min(5, ref.shape[-1])
+    ref5 = np.argsort(-ref, -1)[:, :k]
+    got5 = np.argsort(-got, -1)[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref5, got5)])
+    return {
+        "top1": float(np.mean(ref5[:, 0] == got5[:, 0])),
+        "top5_overlap": float(overlap),
+        "top1_in_top5": float(np.mean([a[0] in b for a, b in zip(ref5, got5)])),
+    }
+
+
+def compare(
+    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], tolerance: Tolerance, has_logits: bool
+) -> dict[str, object]:
+    """Per-output figures of one input set, and whether they meet ``tolerance``.
+
+    Args:
+        reference: torch's ``{"block1": ..., "output": ...}``.
+        candidate: The artifact's outputs (blocks may be absent).
+        tolerance: The bound.
+        has_logits: Whether ``"output"`` is logits (top-k figures then).
+
+    Returns:
+        ``{"rows": [{name, max_abs, max_ref, max_rel, bound, ok}], "top1", ..., "passed", "failures"}``.
+    """
+    rows = []
+    failures = []
+    for name in reference:
+        if name not in candidate:
+            continue
+        ref, got = np.asarray(reference[name]), np.asarray(candidate[name])
+        if ref.shape != got.shape:
+            rows.append(
+                {
+                    "name": name,
+                    "max_abs": float("inf"),
+                    "max_ref": float(np.max(np.abs(ref))),
+                    "max_rel": float("inf"),
+                    "bound": None,
+                    "ok": False,
+                }
+            )
+            failures.append(f"{name} has shape {got.shape}, torch {ref.shape}")
+            continue
+        diff = block_difference(name, ref, got)
+        rel = diff.max_rel
+        bound = tolerance.output_rtol if name == "output" else tolerance.block_rtol
+        ok = bound is None or rel <= bound
+        rows.append(
+            {"name": name, "max_abs": diff.max_abs, "max_ref": diff.max_ref, "max_rel": rel, "bound": bound, "ok": ok}
+        )
+        if not ok:
+            failures.append(f"{name} differs by {rel:.3g} x max |torch| (bound {bound:g})")
+    result: dict[str, object] = {"rows": rows, "blocks_compared": any(r["name"] != "output" for r in rows)}
+    if has_logits and "output" in candidate and np.shape(candidate["output"]) == np.shape(reference["output"]):
+        figures = _topk_figures(np.asarray(reference["output"]), np.asarray(candidate["output"]))
+        result.update(figures)
+        if figures["top1"] < tolerance.min_top1:
+            failures.append(f"top-1 agreement {figures['top1']:.0%} (bound {tolerance.min_top1:.0%})")
+        if figures["top5_overlap"] < tolerance.min_top5_overlap:
+            failures.append(f"top-5 overlap {figures['top5_overlap']:.0%} (bound {tolerance.min_top5_overlap:.0%})")
+    result["failures"] = failures
+    result["passed"] = not failures
+    return result
+
+
+def table(figures: dict[str, object], title: str) -> str:
+    """The per-block text table of one :func:`compare` result."""
+    lines = [title, f"{'output':<8} {'max |diff|':>11} {'max |ref|':>11} {'relative':>10} {'bound':>8}"]
+    for r in figures["rows"]:  # type: ignore[union-attr]
+        bound = "-" if r["bound"] is None else f"{r['bound']:.0e}"
+        flag = "" if r["ok"] else "  <-- over"
+        lines.append(
+            f"{r['name']:<8} {r['max_abs']:>11.3e} {r['max_ref']:>11.3e} {r['max_rel']:>10.2e} {bound:>8}{flag}"
+        )
+    if "top1" in figures:
+        lines.append(
+            f"top-1 agreement {figures['top1']:.0%}, top-5 overlap {figures['top5_overlap']:.0%}, "
+            f"torch's top-1 in export's top-5 {figures['top1_in_top5']:.0%}"
+        )
+    if not figures["blocks_compared"]:
+        lines.append("(this artifact exposes no block outputs: final output only)")
+    return "\n".join(lines)

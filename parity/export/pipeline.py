@@ -1,0 +1,356 @@
+"""The export's steps, in the order they run: check, read, build, reference, write, verify, commit.
+
+:func:`export` is the library form of ``python -m parity.export`` (:mod:`parity.export.cli`).
+Everything that can be refused before a framework loads is refused first
+(:mod:`parity.export.options`); then torch and torchvision load before Keras
+and TensorFlow (the other order crashes, tensorflow/tensorflow#124205).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from parity.cli import UsageError, log
+from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.errors import first_line, os_reason
+from parity.core.weights_file import sidecar_path
+from parity.export import check as export_check
+from parity.export import write as export_write
+from parity.export.check import TOLERANCES
+from parity.export.options import DEFAULT_INPUT_SIZE, check_options, check_output, resolve_export_weights
+from parity.frameworks import import_frameworks
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["EXPORT_FORMAT", "ExportResult", "export"]
+
+#: Format tag of the sidecar.
+EXPORT_FORMAT = "vgg-parity-export/1"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced.
+
+    Attributes:
+        output: The written artifact, or ``None`` when the check failed.
+        record: The sidecar's content (figures included), written or not.
+        passed: Whether every figure is within its bound.
+    """
+
+    output: Path | None
+    record: dict[str, object]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What is exported, settled from the options and the weights file's record.
+
+    Attributes:
+        arch: Preset name.
+        config: The network (class and input channel counts from the file).
+        fmt: ``"saved_model"`` or ``"tflite"``.
+        quantize: The quantization.
+        include_top: Whether the classifier is exported.
+        data_format: The artifact's input layout.
+        size: ``(height, width)`` verified at (and TFLite's fixed size).
+        spatial: The model's spatial input shape: ``size``, or ``(None, None)`` for a SavedModel that takes any size.
+        batch_size: TFLite's batch.
+        weights_path: The converted ``.weights.h5``.
+        out_path: The artifact.
+    """
+
+    arch: str
+    config: VGGConfig
+    fmt: str
+    quantize: str
+    include_top: bool
+    data_format: str
+    size: tuple[int, int]
+    spatial: tuple[int | None, int | None]
+    batch_size: int
+    weights_path: Path
+    out_path: Path
+
+    def signature(self, batch: int | None) -> tuple[int | None, ...]:
+        """The input signature at this batch (``None``: any), in the artifact's layout."""
+        channels = self.config.in_channels
+        if self.data_format == "channels_first":
+            return (batch, channels, *self.spatial)
+        return (batch, *self.spatial, channels)
+
+    @property
+    def input_signature(self) -> tuple[int | None, ...]:
+        """The artifact's own signature: TFLite's fixed batch, a SavedModel's dynamic one."""
+        return self.signature(self.batch_size if self.fmt == "tflite" else None)
+
+
+def _plan(
+    arch: str,
+    weights_path: Path,
+    out_path: Path,
+    options: dict[str, object],
+    input_size: Sequence[int] | None,
+    include_top: bool | None,
+) -> tuple[ExportPlan, dict[str, object]]:
+    """The plan, and the weights file's record, from the file's record and the options.
+
+    Raises:
+        UsageError: If the file is of another architecture, or the options do not fit it.
+    """
+    from parity.core.errors import WeightsFileError
+    from parity.core.weights_file import read_record
+
+    shown = f"weights={os.fspath(weights_path)!r}"
+    try:
+        record = read_record(weights_path)
+    except WeightsFileError as e:
+        raise UsageError(str(e)) from None
+    if record.get("arch") != arch:
+        raise UsageError(
+            f"{weights_path.name} holds {record.get('arch')} weights, not {arch}: export them with "
+            f"`python -m parity.export {record.get('arch')} ...`. Received: arch={arch!r}, {shown}"
+        )
+    saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
+    file_top = bool(record.get("include_top", True))
+    include_top = file_top if include_top is None else include_top
+    if include_top and not file_top:
+        raise UsageError(
+            f"{weights_path.name} holds convolutional weights only: pass --no-include-top. Received: --include-top"
+        )
+    config = get_config(arch).replace(num_classes=saved.num_classes, in_channels=saved.in_channels)
+    fixed = config.input_size if config.pool_size is None and include_top else None
+    if fixed is not None and input_size is not None and tuple(input_size) != tuple(fixed):
+        raise UsageError(
+            f"{arch} without the adaptive pool takes {fixed[0]} x {fixed[1]} only. "
+            f"Received: --input-size {input_size[0]} {input_size[1]}"
+        )
+    size = tuple(input_size or fixed or DEFAULT_INPUT_SIZE)
+    spatial = size if (options["fmt"] == "tflite" or fixed is not None) else (None, None)
+    plan = ExportPlan(
+        arch,
+        config,
+        include_top=include_top,
+        size=size,
+        spatial=spatial,
+        weights_path=weights_path,
+        out_path=out_path,
+        **options,  # type: ignore[arg-type]
+    )
+    return plan, record
+
+
+def _build(plan: ExportPlan, builder: Callable[..., keras.Model], quiet: bool) -> tuple[keras.Model, dict[str, object]]:
+    """The Keras model with the converted weights loaded, and the file's provenance record."""
+    from parity.core.errors import WeightsFileError
+    from vgg_keras.weights import load_converted_weights
+
+    top = "with" if plan.include_top else "without"
+    log(f"Building {plan.arch} ({top} the top, {plan.data_format}) from {plan.weights_path}", quiet)
+    model = builder(plan.config, include_top=plan.include_top, data_format=plan.data_format, input_shape=plan.spatial)
+    try:
+        record = load_converted_weights(model, plan.weights_path, plan.config, include_top=plan.include_top)
+    except WeightsFileError as e:
+        raise UsageError(str(e)) from None
+    return model, record
+
+
+def _references(plan: ExportPlan) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """The inputs the artifact is judged on, and torchvision's outputs on them (same weights file)."""
+    from parity.core.errors import ConversionError
+
+    try:
+        state = export_check.torch_state(plan.weights_path, plan.config, plan.include_top)
+    except (ConversionError, OSError) as e:
+        raise UsageError(
+            f"{plan.weights_path} cannot be read back for the torch reference: {first_line(e)}. "
+            f"Received: weights={os.fspath(plan.weights_path)!r}"
+        ) from None
+    inputs = export_check.reference_inputs(plan.config, plan.size)
+    return inputs, export_check.torch_outputs(state, plan.config, inputs, plan.include_top)
+
+
+def _write_artifact(plan: ExportPlan, model: keras.Model, staged: Path, temps: list[Path], quiet: bool) -> None:
+    """Writes the SavedModel or the TFLite file at ``staged`` (scratch paths go in ``temps``)."""
+    if plan.fmt == "saved_model":
+        log(f"Writing the SavedModel (input {plan.input_signature})", quiet)
+        export_write.write_saved_model(model, staged, plan.input_signature)
+        return
+    scratch = export_write.temp_name(plan.out_path, ".savedmodel.tmp")
+    temps.append(scratch)
+    log(f"Converting to TFLite (input {plan.input_signature}, quantization {plan.quantize})", quiet)
+    data = export_write.tflite_bytes(model, scratch, plan.input_signature, plan.quantize)
+    export_write.remove(scratch)
+    with open(staged, "wb") as fh:
+        fh.write(data)
+
+
+def _judge(
+    plan: ExportPlan,
+    staged: Path,
+    inputs: dict[str, np.ndarray],
+    references: dict[str, dict[str, np.ndarray]],
+    quiet: bool,
+) -> dict[str, dict[str, object]]:
+    """Runs the artifact from disk on every input set and compares it with torchvision's outputs."""
+    log(f"Loading {plan.fmt} back from disk and comparing with torchvision", quiet)
+    figures: dict[str, dict[str, object]] = {}
+    for key, x in inputs.items():
+        got = export_check.run_artifact(staged, plan.fmt, x, plan.data_format)
+        figures[key] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
+        title = f"{key}: {x.shape[0]} images {x.shape[2]}x{x.shape[3]}, {plan.fmt}, quantization {plan.quantize}"
+        log(export_check.table(figures[key], title), quiet)
+    failed = "; ".join(f"{k}: {', '.join(f['failures'])}" for k, f in figures.items() if not f["passed"])  # type: ignore[arg-type]
+    if failed:
+        log(f"Export check FAILED ({failed}): {plan.out_path} not written.", False)
+    return figures
+
+
+def _sidecar(
+    plan: ExportPlan,
+    staged: Path,
+    weights_record: dict[str, object],
+    inputs: dict[str, np.ndarray],
+    figures: dict[str, dict[str, object]],
+) -> dict[str, object]:
+    """The sidecar's content: the export, the weights' provenance, versions, figures, size and sha256."""
+    import torch
+    import torchvision
+
+    import keras
+    import tensorflow as tf
+
+    weights_sidecar = sidecar_path(plan.weights_path)
+    weights_sha = json.loads(weights_sidecar.read_text())["sha256"] if weights_sidecar.is_file() else None
+    stages = len(plan.config.stages)
+    endpoints = ["serve", "serving_default", "blocks"] if plan.fmt == "saved_model" else ["single signature"]
+    return {
+        "format": EXPORT_FORMAT,
+        "artifact": plan.out_path.name,
+        "export": {
+            "format": plan.fmt,
+            "quantization": plan.quantize,
+            "input_signature": list(plan.input_signature),
+            "input_size_verified": list(plan.size),
+            "data_format": plan.data_format,
+            "include_top": plan.include_top,
+            "output": "logits (no softmax)" if plan.include_top else f"block{stages} feature map",
+            "endpoints": endpoints,
+        },
+        "arch": plan.arch,
+        "config": plan.config.to_dict(),
+        "weights": {
+            "file": os.fspath(plan.weights_path.resolve()),
+            "sha256": weights_sha,
+            **{k: weights_record.get(k) for k in ("source", "versions", "verification")},
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "numpy": np.__version__,
+        },
+        "verification": {
+            "reference": "torchvision-layout state dict read back from the weights file, "
+            "run by vgg_torch (eval mode, fp32)",
+            "tolerance": asdict(TOLERANCES[plan.quantize]),
+            "inputs": {k: list(v.shape) for k, v in inputs.items()},
+            "figures": figures,
+            "passed": all(f["passed"] for f in figures.values()),
+        },
+        "size_bytes": export_write.tree_size(staged),
+        "sha256": export_write.tree_sha256(staged),
+    }
+
+
+def export(
+    arch: str,
+    *,
+    weights: str,
+    fmt: str,
+    output: str | os.PathLike[str],
+    quantize: str = "none",
+    input_size: Sequence[int] | None = None,
+    include_top: bool | None = None,
+    data_format: str = "channels_last",
+    batch_size: int = 1,
+    force: bool = False,
+    quiet: bool = False,
+    model_builder: Callable[..., keras.Model] | None = None,
+) -> ExportResult:
+    """Exports one converted model and checks the artifact against torchvision; the library form of the CLI.
+
+    Args:
+        arch: Preset name.
+        weights: ``"converted"`` or a ``.weights.h5`` path written by ``python -m parity.convert``.
+        fmt: ``"saved_model"`` or ``"tflite"``.
+        output: Target folder (SavedModel) or ``.tflite`` file.
+        quantize: ``"none"``, ``"float16"`` or ``"dynamic-int8"`` (TFLite only).
+        input_size: ``(height, width)``: TFLite's fixed size (default 224 x 224);
+            for a SavedModel only the size verified at (its signature takes
+            any size >= 32 when the config has the adaptive pool).
+        include_top: Whether to export the classifier; default: what the file holds.
+        data_format: Input layout of the artifact.
+        batch_size: TFLite's fixed batch (the converter cannot keep a dynamic
+            batch through the adaptive pool).
+        force: Whether to replace an existing output.
+        quiet: No progress messages.
+        model_builder: Replaces :func:`parity.export.write.build_export_model` (tests build broken models with it).
+
+    Returns:
+        The result; ``output`` is ``None`` (nothing written) when the check failed.
+
+    Raises:
+        UsageError: On bad input; nothing is written.
+
+    Examples:
+        >>> from parity.export import export
+        >>> result = export("vgg16", weights="converted", fmt="tflite", output="vgg16.tflite")  # doctest: +SKIP
+        >>> result.passed, result.output  # doctest: +SKIP
+        (True, PosixPath('vgg16.tflite'))
+    """
+    if arch not in PRESETS:
+        raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
+    check_options(arch, fmt, quantize, input_size, data_format, batch_size)
+    weights_path = resolve_export_weights(arch, weights)
+    out_path = check_output(Path(output).expanduser(), fmt, weights_path, force)
+    import_frameworks("the export", "python -m parity.export")
+
+    import keras
+
+    started = time.perf_counter()
+    options = {"fmt": fmt, "quantize": quantize, "data_format": data_format, "batch_size": batch_size}
+    plan, _ = _plan(arch, weights_path, out_path, options, input_size, include_top)
+    model, weights_record = _build(plan, model_builder or export_write.build_export_model, quiet)
+    inputs, references = _references(plan)
+    with export_write.staging(out_path) as temps:
+        staged = export_write.temp_name(out_path, ".tmp" + (".tflite" if fmt == "tflite" else ""))
+        temps.append(staged)
+        try:
+            _write_artifact(plan, model, staged, temps, quiet)
+            del model
+            keras.backend.clear_session()
+            sidecar = _sidecar(plan, staged, weights_record, inputs, _judge(plan, staged, inputs, references, quiet))
+            if not sidecar["verification"]["passed"]:  # type: ignore[index]
+                return ExportResult(None, sidecar, False)
+            export_write.commit(staged, out_path, json.dumps(sidecar, indent=2, default=str) + "\n", temps)
+        except OSError as e:
+            raise UsageError(
+                f"Could not write {out_path} ({os_reason(e)}); nothing was kept: free some space or pick another "
+                f"folder. Received: output={os.fspath(out_path)!r}"
+            ) from None
+    seconds = time.perf_counter() - started
+    size_mb = sidecar["size_bytes"] / 1e6  # type: ignore[operator]
+    log(f"Wrote {out_path} ({size_mb:.1f} MB) and {sidecar_path(out_path).name} in {seconds:.1f} s", quiet)
+    return ExportResult(out_path, sidecar, True)

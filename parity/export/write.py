@@ -1,0 +1,188 @@
+"""Building and writing an export: the Keras model, the SavedModel or TFLite bytes, and the atomic commit.
+
+:func:`parity.export.export` builds the model with :func:`build_export_model`,
+writes it under a temporary name inside :func:`staging` with
+:func:`write_saved_model` or :func:`tflite_bytes`, and, once
+:mod:`parity.export.check` has passed it, moves it and its sidecar into place
+with :func:`commit` (SIGINT and SIGTERM held back during the renames).
+:func:`tree_sha256` and :func:`tree_size` describe a file or a folder for the
+sidecar.
+
+Imports Keras and TensorFlow only inside the functions that need them; the
+caller has imported torch and torchvision first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from parity.core.atomic import renaming_into, write_temp
+from parity.core.config import VGGConfig
+from parity.core.weights_file import sidecar_path
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "build_export_model",
+    "commit",
+    "remove",
+    "staging",
+    "temp_name",
+    "tflite_bytes",
+    "tree_sha256",
+    "tree_size",
+    "write_saved_model",
+]
+
+
+def build_export_model(
+    config: VGGConfig, *, include_top: bool, data_format: str, input_shape: tuple[int | None, int | None]
+) -> keras.Model:
+    """The Keras model that is exported: logits (no softmax), or the last feature map.
+
+    Args:
+        config: The network.
+        include_top: Whether to include the classifier.
+        data_format: Layout of the model's input.
+        input_shape: ``(height, width)``; ``None`` for any size.
+
+    Returns:
+        The model, weights not loaded.
+    """
+    import keras
+
+    import vgg_keras
+
+    h, w = input_shape
+    shape = (config.in_channels, h, w) if data_format == "channels_first" else (h, w, config.in_channels)
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format(data_format)
+    try:
+        return vgg_keras.build_vgg(config, include_top=include_top, classifier_activation=None, input_shape=shape)
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+def _block_outputs(model: keras.Model) -> list[keras.KerasTensor]:
+    """Each ``block{i}_pool`` layer's output in this model's graph (its latest call, for reused layers)."""
+    pools = [layer for layer in model.layers if layer.name.startswith("block") and layer.name.endswith("_pool")]
+    return [p._inbound_nodes[-1].outputs[0] for p in pools]
+
+
+def write_saved_model(model: keras.Model, folder: Path, signature: tuple[int | None, ...]) -> None:
+    """Writes what ``model.export(format="tf_saved_model")`` writes, plus a ``blocks`` endpoint.
+
+    ``serve`` (and ``serving_default``) is the model; ``blocks`` returns
+    ``{"block1": ..., ...}``, each NCHW, for the per-block check.
+    """
+    import keras
+    import tensorflow as tf
+
+    probe = keras.Model(model.input, _block_outputs(model))
+    inner_last = model.get_layer("block1_conv1").data_format == "channels_last"
+
+    def blocks(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        outs = probe(x, training=False)
+        return {f"block{i}": tf.transpose(o, (0, 3, 1, 2)) if inner_last else o for i, o in enumerate(outs, start=1)}
+
+    spec = tf.TensorSpec(signature, tf.float32, name="images")
+    archive = keras.export.ExportArchive()
+    archive.track_and_add_endpoint("serve", model, [spec])
+    archive.track(probe)
+    archive.add_endpoint("blocks", blocks, input_signature=[spec])
+    archive.write_out(os.fspath(folder), verbose=False)
+
+
+def tflite_bytes(model: keras.Model, scratch: Path, signature: tuple[int, ...], quantize: str) -> bytes:
+    """Converts through a static-shape SavedModel.
+
+    TFLite's converter mishandles a dynamic batch through the adaptive pool.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track_and_add_endpoint("serve", model, [tf.TensorSpec(signature, tf.float32, name="images")])
+    archive.write_out(os.fspath(scratch), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(scratch))
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's relative paths and file contents in sorted order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(os.fspath(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in a file, or in all the files of a folder."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def temp_name(target: Path, suffix: str) -> Path:
+    """A hidden, unused name beside ``target``: ``.NAME.<random>SUFFIX``."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+
+
+def remove(path: Path) -> None:
+    """Deletes a file, link or folder if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staging(target: Path) -> Iterator[list[Path]]:
+    """Temporary paths beside ``target``, all removed on exit (the committed ones are gone by then)."""
+    temps: list[Path] = []
+    try:
+        yield temps
+    finally:
+        for p in temps:
+            remove(p)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flushes a file, or every file of a folder, to disk."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for f in files:
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def commit(staged: Path, target: Path, sidecar_text: str, temps: list[Path]) -> None:
+    """Renames the artifact, then its sidecar, into place, with the folder locked and SIGINT/SIGTERM held back.
+
+    A folder cannot replace a non-empty folder in one rename: an existing
+    SavedModel is first renamed aside (hidden), then removed after the new one is in place.
+    """
+    _fsync_tree(staged)
+    sidecar_tmp = write_temp(sidecar_path(target), sidecar_text)
+    temps.append(sidecar_tmp)
+    with renaming_into(target.parent, before_commit=None):  # folder locked, signals held, folder flushed after
+        if staged.is_dir() and target.exists():
+            aside = temp_name(target, ".old")
+            temps.append(aside)
+            os.replace(target, aside)
+        os.replace(staged, target)
+        os.replace(sidecar_tmp, sidecar_path(target))

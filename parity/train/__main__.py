@@ -1,0 +1,7 @@
+"""``python -m parity.train``."""
+
+import sys
+
+from parity.train.cli import main
+
+sys.exit(main())

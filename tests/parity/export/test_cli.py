@@ -1,0 +1,287 @@
+"""``python -m parity.export``: hostile input refused in one line, and full-size exports judged on photos.
+
+Refusals exit 2 with one line on stderr ending in ``Received: ...`` and leave
+the output folder as it was. The full-size cases (``full``) export vgg11_bn
+with its classifier at 224 x 224 in a child process each and read the figures
+the exporter measured (against torchvision, on the verification batch and on
+scikit-image's four photos through torchvision's preprocessing) from the sidecar.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import parity.export.write
+from parity.export import main
+from parity.export.check import TOLERANCES, table
+from tests.conftest import run_python
+from tests.parity.export.conftest import ARCH, SEED
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def _assert_refused(code: int, err: str, match: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert match in lines[0] and "Received: " in lines[0], lines[0]
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _args(weights: Path | str, out: Path, *extra: str, arch: str = ARCH, fmt: str = "tflite") -> list[str]:
+    return [
+        arch,
+        "--weights",
+        os.fspath(weights),
+        "--format",
+        fmt,
+        "--input-size",
+        "32",
+        "32",
+        "--output",
+        os.fspath(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_missing_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(capsys, *_args(tmp_path / "absent.weights.h5", tmp_path / "m.tflite"))
+    _assert_refused(code, err, "No weights file")
+    assert _listing(tmp_path) == []
+
+
+def test_converted_weights_not_in_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(capsys, *_args("converted", tmp_path / "m.tflite"))
+    _assert_refused(code, err, "python -m parity.convert vgg11_bn")
+    assert _listing(tmp_path) == []
+
+
+def test_wrong_arch_for_the_file(features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    code, err = _cli(capsys, *_args(features_file, tmp_path / "m.tflite", arch="vgg13_bn"))
+    _assert_refused(code, err, "holds vgg11_bn weights, not vgg13_bn")
+    assert _listing(tmp_path) == []
+
+
+def test_classifier_asked_of_a_features_file(
+    features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: F811
+    code, err = _cli(capsys, *_args(features_file, tmp_path / "m.tflite", "--include-top"))
+    _assert_refused(code, err, "convolutional weights only")
+    assert _listing(tmp_path) == []
+
+
+def test_not_a_converted_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "w" / "junk.weights.h5"
+    bogus.parent.mkdir()
+    bogus.write_bytes(b"not hdf5 at all")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = _cli(capsys, *_args(bogus, out / "m.tflite"))
+    _assert_refused(code, err, "not a readable HDF5 weights file")
+    assert _listing(out) == []
+
+
+def test_weights_file_not_matching_its_sidecar(
+    features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: F811
+    """One byte of a weight changed after conversion: the sidecar's sha256 no longer matches, nothing is exported."""
+    copy = tmp_path / "w" / features_file.name
+    copy.parent.mkdir()
+    data = bytearray(features_file.read_bytes())
+    data[-100] ^= 0xFF  # inside the last dataset, not the HDF5 metadata
+    copy.write_bytes(bytes(data))
+    Path(f"{copy}.json").write_text(Path(f"{features_file}.json").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = _cli(capsys, *_args(copy, out / "m.tflite"))
+    _assert_refused(code, err, "does not match the sha256")
+    assert _listing(out) == []
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+def test_output_exists_needs_force(
+    fmt: str, features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: F811
+    out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
+    if fmt == "tflite":
+        out.write_bytes(b"keep me")
+    else:
+        out.mkdir()
+        (out / "saved_model.pb").write_bytes(b"keep me")
+    code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
+    _assert_refused(code, err, "Output exists: pass --force")
+    assert (out if fmt == "tflite" else out / "saved_model.pb").read_bytes() == b"keep me"
+    assert _listing(tmp_path) == [out.name]
+
+
+def test_output_folder_not_writable(
+    features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: F811
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if IS_ROOT:  # root passes permission checks: simulate what a normal user sees
+            real = os.access
+            monkeypatch.setattr(
+                os,
+                "access",
+                lambda p, m, *a, **k: (
+                    False if Path(p).resolve() == locked.resolve() and m & os.W_OK else real(p, m, *a, **k)
+                ),
+            )
+        code, err = _cli(capsys, *_args(features_file, locked / "m.tflite"))
+    finally:
+        locked.chmod(0o755)
+    _assert_refused(code, err, "Output folder is not writable")
+    assert _listing(locked) == []
+
+
+def test_output_folder_missing(features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    code, err = _cli(capsys, *_args(features_file, tmp_path / "nowhere" / "m.tflite"))
+    _assert_refused(code, err, "Output folder does not exist")
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "fmt", "out_name", "match"),
+    [
+        (["--quantize", "int8"], "saved_model", "m", "Quantization applies to --format tflite only"),
+        (["--quantize", "float16"], "saved_model", "m", "Quantization applies to --format tflite only"),
+        (["--quantize", "int8"], "tflite", "m.tflite", "--quantize must be one of none, float16, dynamic-int8"),
+        ([], "onnx", "m.onnx", "--format must be one of saved_model, tflite"),
+        ([], "tflite", "m.bin", "must end in .tflite"),
+        (["--data-format", "nchw"], "tflite", "m.tflite", "--data-format must be"),
+        (["--batch-size", "4"], "saved_model", "m", "--batch-size fixes a TFLite file's batch"),
+    ],
+)
+def test_bad_options(
+    extra: list[str],
+    fmt: str,
+    out_name: str,
+    match: str,
+    features_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # noqa: F811
+    code, err = _cli(capsys, *_args(features_file, tmp_path / out_name, *extra, fmt=fmt))
+    _assert_refused(code, err, match)
+    assert _listing(tmp_path) == []
+
+
+def test_input_size_too_small(features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    args = _args(features_file, tmp_path / "m.tflite")
+    args[args.index("--input-size") + 1 : args.index("--input-size") + 3] = ["16", "16"]
+    code, err = _cli(capsys, *args)
+    _assert_refused(code, err, "--input-size must be at least 32")
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+@pytest.mark.slow
+def test_disk_full_while_writing_leaves_nothing(
+    fmt: str,
+    features_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """The artifact's write fails half-way: one line, exit 2, no temporary and no output left."""
+
+    def full_disk(model: object, path: Path, *args: object) -> bytes:
+        Path(path).mkdir(exist_ok=True)
+        (Path(path) / "half.bin").write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(parity.export.write, "write_saved_model" if fmt == "saved_model" else "tflite_bytes", full_disk)
+    out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
+    code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
+    _assert_refused(code, err, "No space left on device")
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_force_replaces_a_saved_model_whole(
+    features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: F811
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    code, err = _cli(capsys, *_args(features_file, out, "--force", fmt="saved_model"))
+    assert code == 0, err
+    assert not (out / "stale.txt").exists() and (out / "saved_model.pb").is_file()
+    assert _listing(tmp_path) == ["m", "m.json"]
+
+
+# --------------------------------------------------------------------------- full size, with the classifier
+@pytest.fixture(scope="module")
+def full_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vgg11_bn, every tensor random (seed 0), converted and verified by ``parity.convert`` in a child process."""
+    path = tmp_path_factory.mktemp("full") / f"{ARCH}_random_all_seed{SEED}.weights.h5"
+    done = run_python(
+        "",
+        "-m",
+        "parity.convert",
+        ARCH,
+        "--init",
+        "random-all",
+        "--seed",
+        str(SEED),
+        "--output",
+        os.fspath(path),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return path
+
+
+@pytest.mark.full
+@pytest.mark.extended
+@pytest.mark.parametrize(
+    ("fmt", "quantize"),
+    [("saved_model", "none"), ("tflite", "none"), ("tflite", "float16"), ("tflite", "dynamic-int8")],
+)
+def test_full_size_export_meets_its_bound(fmt: str, quantize: str, full_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
+    done = run_python(
+        "",
+        "-m",
+        "parity.export",
+        ARCH,
+        "--weights",
+        os.fspath(full_weights),
+        "--format",
+        fmt,
+        "--quantize",
+        quantize,
+        "--output",
+        os.fspath(out),
+    )
+    print(done.stderr[-6000:], file=sys.stderr)
+    assert done.returncode == 0, done.stderr[-4000:]
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    figures = sidecar["verification"]["figures"]
+    assert set(figures) == {"verification", "photos"}
+    tolerance = TOLERANCES[quantize]
+    for name, f in figures.items():
+        print(table(f, f"{fmt}/{quantize}, {name}"))
+        assert f["passed"] and f["top1"] >= tolerance.min_top1 and f["top5_overlap"] >= tolerance.min_top5_overlap
+        logits = next(r for r in f["rows"] if r["name"] == "output")
+        assert logits["max_rel"] <= tolerance.output_rtol
+    assert sidecar["weights"]["source"] == {"kind": "random-all", "seed": SEED}
+    assert sidecar["weights"]["verification"]["max_rel"] <= 1e-5

@@ -1,1 +1,0 @@
-"""Tests of the tools in `parity`: converter, CLI, to_torch, report, training, comparison."""
