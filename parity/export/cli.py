@@ -78,7 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="channels_last|channels_first",
         help="input layout (default channels_last)",
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="TFLite's fixed batch (default 1)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="TFLite: the batch the file is verified at besides 1 (default 4); every file takes any batch",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="--quantize int8: a folder of images to calibrate on (default: a built-in set of 35)",
+    )
     parser.add_argument(
         "--output", required=True, metavar="PATH", help="SavedModel folder or .tflite file; its sidecar is PATH.json"
     )
@@ -110,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             include_top=args.include_top,
             data_format=args.data_format,
             batch_size=args.batch_size,
+            calibration=args.calibration,
             force=args.force,
             quiet=args.quiet,
         ),

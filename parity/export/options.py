@@ -18,6 +18,7 @@ from parity.core.weights_file import sidecar_path
 
 __all__ = [
     "DEFAULT_INPUT_SIZE",
+    "DEFAULT_VERIFY_BATCH",
     "FORMATS",
     "QUANTIZATIONS",
     "UsageError",
@@ -27,8 +28,10 @@ __all__ = [
 ]
 
 FORMATS = ("saved_model", "tflite")
-QUANTIZATIONS = ("none", "float16", "dynamic-int8")
+QUANTIZATIONS = ("none", "float16", "dynamic-int8", "int8")
 DEFAULT_INPUT_SIZE = (224, 224)
+#: The batch a TFLite file is verified at besides 1.
+DEFAULT_VERIFY_BATCH = 4
 
 
 def resolve_export_weights(arch: str, weights: str) -> Path:
@@ -110,7 +113,7 @@ def check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
 
 
 def check_options(
-    arch: str, fmt: str, quantize: str, input_size: Sequence[int] | None, data_format: str, batch_size: int
+    arch: str, fmt: str, quantize: str, input_size: Sequence[int] | None, data_format: str, batch_size: int | None
 ) -> None:
     """Raises UsageError on an option that cannot work, before anything loads."""
     if fmt not in FORMATS:
@@ -133,10 +136,17 @@ def check_options(
             raise UsageError(
                 f"--input-size must be at least {minimum} x {minimum} (five 2x2 pools). Received: --input-size {h} {w}"
             )
+    if quantize == "int8" and input_size is not None and input_size[0] != input_size[1]:
+        raise UsageError(
+            "--quantize int8 calibrates on center crops of photos, so it needs a square input. Received: "
+            f"--input-size {input_size[0]} {input_size[1]}"
+        )
+    if batch_size is None:
+        return
     if isinstance(batch_size, bool) or batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer. Received: --batch-size {batch_size}")
-    if batch_size != 1 and fmt != "tflite":
+    if fmt != "tflite":
         raise UsageError(
-            "--batch-size fixes a TFLite file's batch; a SavedModel takes any batch. Received: --batch-size "
-            f"{batch_size}"
+            "--batch-size sets the batch a TFLite file is verified at besides 1; a SavedModel is verified on "
+            f"whole input sets. Received: --format {fmt} --batch-size {batch_size}"
         )

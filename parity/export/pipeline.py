@@ -24,8 +24,15 @@ from parity.core.errors import first_line, os_reason
 from parity.core.weights_file import sidecar_path
 from parity.export import check as export_check
 from parity.export import write as export_write
+from parity.export.calibration import check_calibration
 from parity.export.check import TOLERANCES
-from parity.export.options import DEFAULT_INPUT_SIZE, check_options, check_output, resolve_export_weights
+from parity.export.options import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_VERIFY_BATCH,
+    check_options,
+    check_output,
+    resolve_export_weights,
+)
 from parity.frameworks import import_frameworks
 
 if TYPE_CHECKING:
@@ -65,7 +72,8 @@ class ExportPlan:
         data_format: The artifact's input layout.
         size: ``(height, width)`` verified at (and TFLite's fixed size).
         spatial: The model's spatial input shape: ``size``, or ``(None, None)`` for a SavedModel that takes any size.
-        batch_size: TFLite's batch.
+        batch_size: The batch a TFLite file is verified at besides 1 (it takes any batch).
+        calibration: With ``int8``: a folder of calibration images (``None``: the built-in set).
         weights_path: The converted ``.weights.h5``.
         out_path: The artifact.
     """
@@ -79,6 +87,7 @@ class ExportPlan:
     size: tuple[int, int]
     spatial: tuple[int | None, int | None]
     batch_size: int
+    calibration: Path | None
     weights_path: Path
     out_path: Path
 
@@ -91,8 +100,8 @@ class ExportPlan:
 
     @property
     def input_signature(self) -> tuple[int | None, ...]:
-        """The artifact's own signature: TFLite's fixed batch, a SavedModel's dynamic one."""
-        return self.signature(self.batch_size if self.fmt == "tflite" else None)
+        """The artifact's own signature: any batch (TFLite: of the fixed size)."""
+        return self.signature(None)
 
 
 def _plan(
@@ -136,6 +145,11 @@ def _plan(
             f"Received: --input-size {input_size[0]} {input_size[1]}"
         )
     size = tuple(input_size or fixed or DEFAULT_INPUT_SIZE)
+    if options["quantize"] == "int8" and config.in_channels != 3:
+        raise UsageError(
+            "--quantize int8 calibrates on and is judged on RGB photos, so it needs 3 input channels. Received: "
+            f"{weights_path.name} with {config.in_channels} input channels"
+        )
     spatial = size if (options["fmt"] == "tflite" or fixed is not None) else (None, None)
     plan = ExportPlan(
         arch,
@@ -176,7 +190,7 @@ def _references(plan: ExportPlan) -> tuple[dict[str, np.ndarray], dict[str, dict
             f"{plan.weights_path} cannot be read back for the torch reference: {first_line(e)}. "
             f"Received: weights={os.fspath(plan.weights_path)!r}"
         ) from None
-    inputs = export_check.reference_inputs(plan.config, plan.size)
+    inputs = export_check.reference_inputs(plan.config, plan.size, plan.quantize)
     return inputs, export_check.torch_outputs(state, plan.config, inputs, plan.include_top)
 
 
@@ -189,10 +203,22 @@ def _write_artifact(plan: ExportPlan, model: keras.Model, staged: Path, temps: l
     scratch = export_write.temp_name(plan.out_path, ".savedmodel.tmp")
     temps.append(scratch)
     log(f"Converting to TFLite (input {plan.input_signature}, quantization {plan.quantize})", quiet)
-    data = export_write.tflite_bytes(model, scratch, plan.input_signature, plan.quantize)
+    calibration = _calibration(plan, quiet) if plan.quantize == "int8" else None
+    data = export_write.tflite_bytes(model, scratch, plan.input_signature, plan.quantize, calibration)
     export_write.remove(scratch)
     with open(staged, "wb") as fh:
         fh.write(data)
+
+
+def _calibration(plan: ExportPlan, quiet: bool) -> np.ndarray:
+    """The int8 calibration inputs in the artifact's layout: the user's folder, or the built-in set."""
+    from parity.export.calibration import calibration_images, default_calibration
+
+    size = plan.size[0]  # square and 3 channels: checked by check_options and _plan
+    x = calibration_images(plan.calibration, size) if plan.calibration else default_calibration(size)
+    where = plan.calibration or "the built-in set (scikit-image pictures the export is not judged on)"
+    log(f"Calibrating int8 on {len(x)} images from {where}", quiet)
+    return x if plan.data_format == "channels_first" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def _judge(
@@ -205,11 +231,18 @@ def _judge(
     """Runs the artifact from disk on every input set and compares it with torchvision's outputs."""
     log(f"Loading {plan.fmt} back from disk and comparing with torchvision", quiet)
     figures: dict[str, dict[str, object]] = {}
+    # A TFLite file is resized to every batch it is run at: batch 1, and plan.batch_size.
+    batches = (plan.batch_size, 1) if plan.fmt == "tflite" else (None,)
     for key, x in inputs.items():
-        got = export_check.run_artifact(staged, plan.fmt, x, plan.data_format)
-        figures[key] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
-        title = f"{key}: {x.shape[0]} images {x.shape[2]}x{x.shape[3]}, {plan.fmt}, quantization {plan.quantize}"
-        log(export_check.table(figures[key], title), quiet)
+        for batch in batches:
+            got = export_check.run_artifact(staged, plan.fmt, x, plan.data_format, batch=batch)
+            name = key if batch is None or batch == batches[0] else f"{key} at batch {batch}"
+            figures[name] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
+            at = "" if batch is None else f", run at batch {batch}"
+            title = (
+                f"{key}: {x.shape[0]} images {x.shape[2]}x{x.shape[3]}, {plan.fmt}{at}, quantization {plan.quantize}"
+            )
+            log(export_check.table(figures[name], title), quiet)
     failed = "; ".join(f"{k}: {', '.join(f['failures'])}" for k, f in figures.items() if not f["passed"])  # type: ignore[arg-type]
     if failed:
         log(f"Export check FAILED ({failed}): {plan.out_path} not written.", False)
@@ -284,7 +317,8 @@ def export(
     input_size: Sequence[int] | None = None,
     include_top: bool | None = None,
     data_format: str = "channels_last",
-    batch_size: int = 1,
+    batch_size: int | None = None,
+    calibration: str | os.PathLike[str] | None = None,
     force: bool = False,
     quiet: bool = False,
     model_builder: Callable[..., keras.Model] | None = None,
@@ -296,14 +330,17 @@ def export(
         weights: ``"converted"`` or a ``.weights.h5`` path written by ``python -m parity.convert``.
         fmt: ``"saved_model"`` or ``"tflite"``.
         output: Target folder (SavedModel) or ``.tflite`` file.
-        quantize: ``"none"``, ``"float16"`` or ``"dynamic-int8"`` (TFLite only).
+        quantize: ``"none"``, ``"float16"``, ``"dynamic-int8"`` (int8 weights, float activations) or
+            ``"int8"`` (full integer: int8 weights and activations, float input and output); TFLite only.
         input_size: ``(height, width)``: TFLite's fixed size (default 224 x 224);
             for a SavedModel only the size verified at (its signature takes
             any size >= 32 when the config has the adaptive pool).
         include_top: Whether to export the classifier; default: what the file holds.
         data_format: Input layout of the artifact.
-        batch_size: TFLite's fixed batch (the converter cannot keep a dynamic
-            batch through the adaptive pool).
+        batch_size: TFLite: the batch the file is verified at besides 1 (default
+            4); every TFLite file takes any batch (``resize_tensor_input``).
+        calibration: With ``quantize="int8"``: a folder of images from your
+            domain; default: a built-in set of 35 crops of scikit-image pictures.
         force: Whether to replace an existing output.
         quiet: No progress messages.
         model_builder: Replaces :func:`parity.export.write.build_export_model` (tests build broken models with it).
@@ -323,6 +360,7 @@ def export(
     if arch not in PRESETS:
         raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
     check_options(arch, fmt, quantize, input_size, data_format, batch_size)
+    calibration_folder = check_calibration(calibration, quantize)
     weights_path = resolve_export_weights(arch, weights)
     out_path = check_output(Path(output).expanduser(), fmt, weights_path, force)
     import_frameworks("the export", "python -m parity.export")
@@ -330,7 +368,13 @@ def export(
     import keras
 
     started = time.perf_counter()
-    options = {"fmt": fmt, "quantize": quantize, "data_format": data_format, "batch_size": batch_size}
+    options = {
+        "fmt": fmt,
+        "quantize": quantize,
+        "data_format": data_format,
+        "batch_size": batch_size or DEFAULT_VERIFY_BATCH,
+        "calibration": calibration_folder,
+    }
     plan, _ = _plan(arch, weights_path, out_path, options, input_size, include_top)
     model, weights_record = _build(plan, model_builder or export_write.build_export_model, quiet)
     inputs, references = _references(plan)

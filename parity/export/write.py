@@ -19,9 +19,11 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from parity.core.atomic import renaming_into, write_temp
 from parity.core.config import VGGConfig
@@ -101,22 +103,140 @@ def write_saved_model(model: keras.Model, folder: Path, signature: tuple[int | N
     archive.write_out(os.fspath(folder), verbose=False)
 
 
-def tflite_bytes(model: keras.Model, scratch: Path, signature: tuple[int, ...], quantize: str) -> bytes:
-    """Converts through a static-shape SavedModel.
+def _pool_matrix(pool: keras.layers.Layer, height: int, width: int) -> np.ndarray:
+    """The ``(out_h * out_w, height * width)`` matrix of an adaptive average pool, read off the layer itself.
 
-    TFLite's converter mishandles a dynamic batch through the adaptive pool.
+    The pool is linear and acts on every channel alike, so running it on the
+    ``height * width`` one-hot images of one channel gives its columns.
+    """
+    basis = np.eye(height * width, dtype=np.float32).reshape(height * width, height, width, 1)
+    pooled = np.asarray(pool(basis))
+    return pooled.reshape(height * width, -1).T
+
+
+def _classifier_constants(model: keras.Model, feature_shape: tuple[int, int, int]) -> tuple[list[tuple], str]:
+    """Each ``Dense`` layer's kernel as ``[out, in]`` and bias, with fc1 fitted to the feature map it reads.
+
+    ``FULLY_CONNECTED`` reads its weights as ``[out, in]``; Keras stores
+    ``[in, out]``, and TFLite's converter leaves a ``TRANSPOSE`` of any
+    constant too large to fold (fc1's 102M weights) to run on every call. So
+    each kernel is stored already transposed. fc1's rows are in Keras'
+    flatten order (H, W, C), which is the order the feature map is reshaped
+    in. Where the adaptive pool is not the identity and does not tile the map
+    evenly, it is folded into fc1 (both are linear): fc1 then reads the
+    block-5 map directly, and no pool op is left.
+
+    Returns:
+        ``[(kernel_out_in, bias), ...]`` and how the pool is run: ``"none"``
+        (identity or absent), ``"average_pool"`` (even tiling) or ``"folded"``.
+    """
+    import keras
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    kernels = [np.asarray(d.kernel) for d in dense]
+    h, w, c = feature_shape
+    mode = "none"
+    pools = [layer for layer in model.layers if layer.name == "avgpool"]
+    if pools and tuple(pools[0].output_size) != (h, w):
+        out_h, out_w = pools[0].output_size
+        if h % out_h == 0 and w % out_w == 0:
+            mode = "average_pool"
+        else:
+            mode = "folded"
+            matrix = _pool_matrix(pools[0], h, w)  # (out_h * out_w, h * w)
+            fc1 = kernels[0].reshape(out_h * out_w, c, -1)
+            kernels[0] = np.einsum("ps,pco->sco", matrix, fc1).reshape(h * w * c, -1)
+    return [(np.ascontiguousarray(k.T), np.asarray(d.bias)) for k, d in zip(kernels, dense)], mode
+
+
+def deploy_function(model: keras.Model) -> tuple[keras.Model, Callable]:
+    """The graph a TFLite file is converted from: Keras' feature layers, then the classifier on constants.
+
+    The feature layers (convolutions, batch norm, pools, and the input
+    transpose of a ``channels_first`` model) are the model's own; the
+    classifier is ``tf.matmul(x, kernel_out_in, transpose_b=True)`` per
+    layer (see :func:`_classifier_constants`), after a reshape to
+    ``[-1, H*W*C]`` so that the batch stays dynamic.
+
+    Args:
+        model: The export model (logits, or the feature map without the top), weights loaded, of a
+            fixed input height and width.
+
+    Returns:
+        The feature sub-model (to be tracked) and ``serve(x)``.
     """
     import keras
     import tensorflow as tf
 
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        return model, lambda x: model(x, training=False)
+    pools = [layer for layer in model.layers if layer.name.startswith("block") and layer.name.endswith("_pool")]
+    features = keras.Model(model.input, pools[-1].output)
+    h, w, c = features.output.shape[1:]
+    if model.get_layer(pools[-1].name).data_format != "channels_last":
+        raise NotImplementedError("TFLite export computes in channels_last; this model computes in channels_first")
+    constants, pool_mode = _classifier_constants(model, (h, w, c))
+    if pool_mode == "average_pool":
+        out_h, out_w = model.get_layer("avgpool").output_size
+        window = (h // out_h, w // out_w)
+    kernels = [(tf.constant(k), tf.constant(b)) for k, b in constants]
+
+    def serve(x: tf.Tensor) -> tf.Tensor:
+        y = features(x, training=False)
+        if pool_mode == "average_pool":
+            y = tf.nn.avg_pool2d(y, window, window, "VALID")
+        y = tf.reshape(y, [-1, int(np.prod(y.shape[1:]))])
+        for i, (kernel, bias) in enumerate(kernels):
+            y = tf.matmul(y, kernel, transpose_b=True) + bias
+            if i < len(kernels) - 1:
+                y = tf.nn.relu(y)
+        return y
+
+    return features, serve
+
+
+def tflite_bytes(
+    model: keras.Model,
+    scratch: Path,
+    signature: tuple[int | None, ...],
+    quantize: str,
+    calibration: np.ndarray | None = None,
+) -> bytes:
+    """Converts :func:`deploy_function`'s graph, through a SavedModel at ``scratch``, to TFLite.
+
+    Args:
+        model: The export model, weights loaded.
+        scratch: A free path for the intermediate SavedModel.
+        signature: The input signature; its batch is ``None`` (any batch).
+        quantize: ``"none"``, ``"float16"``, ``"dynamic-int8"`` or ``"int8"``.
+        calibration: With ``"int8"``: the representative inputs, in the signature's layout.
+
+    Returns:
+        The ``.tflite`` file's bytes.
+    """
+    import keras
+    import tensorflow as tf
+
+    tracked, serve = deploy_function(model)
+    spec = tf.TensorSpec(signature, tf.float32, name="images")
     archive = keras.export.ExportArchive()
-    archive.track_and_add_endpoint("serve", model, [tf.TensorSpec(signature, tf.float32, name="images")])
+    archive.track(tracked)
+    archive.add_endpoint("serve", serve, input_signature=[spec])
     archive.write_out(os.fspath(scratch), verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(scratch))
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if calibration is None:
+            raise ValueError(f"int8 needs calibration inputs. Received: calibration={calibration!r}")
+        samples = calibration.astype(np.float32)
+        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.float32  # float in and out, int8 inside
+        converter.inference_output_type = tf.float32
     return converter.convert()
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import parity.export.write
 from parity.export import main
-from parity.export.check import TOLERANCES, table
+from parity.export.check import TOLERANCES, constant_transposes, float_weight_ops, table, tflite_ops
 from tests.conftest import run_python
 from tests.parity.export.conftest import ARCH, SEED
 
@@ -163,11 +163,13 @@ def test_output_folder_missing(features_file: Path, tmp_path: Path, capsys: pyte
     [
         (["--quantize", "int8"], "saved_model", "m", "Quantization applies to --format tflite only"),
         (["--quantize", "float16"], "saved_model", "m", "Quantization applies to --format tflite only"),
-        (["--quantize", "int8"], "tflite", "m.tflite", "--quantize must be one of none, float16, dynamic-int8"),
+        (["--quantize", "int9"], "tflite", "m.tflite", "--quantize must be one of none, float16, dynamic-int8, int8"),
         ([], "onnx", "m.onnx", "--format must be one of saved_model, tflite"),
         ([], "tflite", "m.bin", "must end in .tflite"),
         (["--data-format", "nchw"], "tflite", "m.tflite", "--data-format must be"),
-        (["--batch-size", "4"], "saved_model", "m", "--batch-size fixes a TFLite file's batch"),
+        (["--batch-size", "4"], "saved_model", "m", "--batch-size sets the batch a TFLite file is verified at"),
+        (["--calibration", "."], "tflite", "m.tflite", "--calibration applies to --quantize int8 only"),
+        (["--quantize", "int8", "--input-size", "224", "256"], "tflite", "m.tflite", "needs a square input"),
     ],
 )
 def test_bad_options(
@@ -254,7 +256,13 @@ def full_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.extended
 @pytest.mark.parametrize(
     ("fmt", "quantize"),
-    [("saved_model", "none"), ("tflite", "none"), ("tflite", "float16"), ("tflite", "dynamic-int8")],
+    [
+        ("saved_model", "none"),
+        ("tflite", "none"),
+        ("tflite", "float16"),
+        ("tflite", "dynamic-int8"),
+        ("tflite", "int8"),
+    ],
 )
 def test_full_size_export_meets_its_bound(fmt: str, quantize: str, full_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
@@ -276,7 +284,13 @@ def test_full_size_export_meets_its_bound(fmt: str, quantize: str, full_weights:
     assert done.returncode == 0, done.stderr[-4000:]
     sidecar = json.loads(Path(f"{out}.json").read_text())
     figures = sidecar["verification"]["figures"]
-    assert set(figures) == {"verification", "photos"}
+    sets = ["photos"] if quantize == "int8" else ["verification", "photos"]  # int8 is judged on photos only
+    at_batch_1 = [f"{k} at batch 1" for k in sets] if fmt == "tflite" else []
+    assert set(figures) == {*sets, *at_batch_1}
+    if fmt == "tflite":
+        ops = tflite_ops(out)
+        assert constant_transposes(ops) == []
+        assert (float_weight_ops(ops) == []) == (quantize in ("int8", "dynamic-int8"))
     tolerance = TOLERANCES[quantize]
     for name, f in figures.items():
         print(table(f, f"{fmt}/{quantize}, {name}"))
