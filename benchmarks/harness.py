@@ -96,6 +96,11 @@ class Main(Protocol):
     def __call__(self, argv: Sequence[str] | None = None) -> int: ...
 
 
+def say(message: str) -> None:
+    """Progress on stderr, flushed (stdout carries a child's JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def system_busy_seconds() -> float:
     """CPU seconds all processes have spent busy since boot (``/proc/stat``).
 
