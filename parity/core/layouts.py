@@ -30,6 +30,8 @@ __all__ = [
     "can_adapt_input_channels",
     "conv_hwio_to_oihw",
     "conv_oihw_to_hwio",
+    "conv_oihw_to_ohwi",
+    "dense_columns_chw_to_hwc",
     "dense_in_out_to_out_in",
     "dense_out_in_to_in_out",
     "dense_rows_chw_to_hwc",
@@ -94,6 +96,46 @@ def dense_rows_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, width:
         )
     # (out, C, H, W) -> (H, W, C, out): one copy, made by the final reshape.
     return kernel.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(height * width * channels, out)
+
+
+def conv_oihw_to_ohwi(kernel: np.ndarray) -> np.ndarray:
+    """Conv kernel from torch's (out, in, kh, kw) to TFLite ``CONV_2D``'s (out, kh, kw, in).
+
+    Args:
+        kernel: A 4D torch ``Conv2d.weight``.
+
+    Returns:
+        The filter as TFLite stores it (a transposed view).
+    """
+    return kernel.transpose(0, 2, 3, 1)
+
+
+def dense_columns_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+    """First dense layer after a flatten: torch's (out, C*H*W) to TFLite ``FULLY_CONNECTED``'s (out, H*W*C).
+
+    The same reordering as :func:`dense_rows_chw_to_hwc` (an NHWC map
+    flattens in H, W, C order), with the kernel left in torch's (out, in)
+    orientation, the one ``FULLY_CONNECTED`` reads.
+
+    Args:
+        kernel: The torch ``Linear.weight``, shape ``(out, channels*height*width)``.
+        channels: Channels of the flattened feature map.
+        height: Its height.
+        width: Its width.
+
+    Returns:
+        The kernel, shape ``(out, height*width*channels)`` (one copy).
+
+    Raises:
+        ValueError: If the kernel's width is not ``channels*height*width``.
+    """
+    out, features = kernel.shape
+    if features != channels * height * width:
+        raise ValueError(
+            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
+            f"inputs. Received: kernel.shape={kernel.shape}"
+        )
+    return kernel.reshape(out, channels, height, width).transpose(0, 2, 3, 1).reshape(out, features)
 
 
 def conv_hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
