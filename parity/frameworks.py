@@ -15,12 +15,15 @@ from parity.cli import UsageError
 __all__ = ["import_frameworks"]
 
 
-def import_frameworks(what: str = "the conversion", command: str = "python -m parity.convert") -> None:
+def import_frameworks(
+    what: str = "the conversion", command: str = "python -m parity.convert", *, keras: bool = True
+) -> None:
     """Loads torch and torchvision, then Keras: the only safe order.
 
     Args:
         what: The work that needs them, for the message.
         command: The command that runs it in a fresh process, for the message.
+        keras: Whether to load Keras (and so TensorFlow) too; work that needs torch alone passes ``False``.
 
     Raises:
         UsageError: If TensorFlow is loaded already (without torchvision), or
@@ -38,4 +41,5 @@ def import_frameworks(what: str = "the conversion", command: str = "python -m pa
         raise UsageError(
             "Converting needs torch and torchvision: pip install 'vgg-parity[torch]'. Received: torch not installed"
         ) from None
-    import keras  # noqa: F401
+    if keras:
+        import keras as _keras  # noqa: F401

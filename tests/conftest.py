@@ -125,6 +125,27 @@ def run_python(
     )
 
 
+#: A stand-in ``tensorflow`` package put first on a child's path: importing
+#: it records the attempt in a file and fails, so the child proves that nothing
+#: it runs needs TensorFlow, not merely that nothing it ran happened to import it.
+_TENSORFLOW_BLOCKER = """
+import os, traceback
+with open(os.environ["TF_IMPORT_LOG"], "a") as f:
+    f.write("".join(traceback.format_stack(limit=8)) + "\\n")
+raise ImportError("TensorFlow is blocked in this process")
+"""
+
+
+def tensorflow_blocked(folder: Path) -> tuple[dict[str, str], Path]:
+    """The environment of a child in which importing TensorFlow fails, and the file each attempt is logged to."""
+    blocker = folder / "blocker" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(_TENSORFLOW_BLOCKER)
+    log = folder / "tensorflow_imports.log"
+    path = os.pathsep.join([os.fspath(blocker.parent), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path, "TF_IMPORT_LOG": os.fspath(log)}, log
+
+
 def tensorflow_has_nchw_cpu_kernels() -> bool:
     """Whether TensorFlow can run an NCHW convolution on the CPU.
 

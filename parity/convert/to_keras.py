@@ -50,6 +50,7 @@ __all__ = [
     "UsageError",
     "check_num_classes",
     "convert",
+    "read_checkpoint",
     "torch_reference",
     "verification_batch",
     "verify_file",
@@ -399,6 +400,35 @@ def _checked_state(
             f"{str(e).rstrip('.')}.{hint} Received: {source.shown} with {len(state)} tensors"
         ) from None
     return state, config
+
+
+def read_checkpoint(
+    arch: str, checkpoint: str | os.PathLike[str], *, quiet: bool = False
+) -> tuple[dict[str, np.ndarray], VGGConfig, dict[str, object]]:
+    """A torch checkpoint of ``arch``, checked as :func:`convert` checks it: finite floats, the keys and shapes.
+
+    Args:
+        arch: Preset name.
+        checkpoint: A ``.pth``/``.pt``/``.safetensors`` state dict of a full network.
+        quiet: No progress messages.
+
+    Returns:
+        The state dict (numpy), the config it fits (class count from its classifier), and its
+        provenance (``{"kind": "checkpoint", "path", "sha256"}``).
+
+    Raises:
+        UsageError, CheckpointError, ConversionError: On a file that is not a checkpoint of ``arch``.
+
+    Examples:
+        >>> from parity.convert.to_keras import read_checkpoint
+        >>> state, config, provenance = read_checkpoint("vgg16", "finetuned.pth")  # doctest: +SKIP
+        >>> config.num_classes, provenance["sha256"][:8]  # doctest: +SKIP
+        (10, '3f2a9c1e')
+    """
+    source = _checked_source(arch, None, os.fspath(checkpoint), None, 0)
+    state, provenance = _read_state(source, None, quiet)
+    state, config = _checked_state(source, state, None, quiet)
+    return state, config, provenance
 
 
 def _record(source: _Source, config: VGGConfig, provenance: dict[str, object]) -> dict[str, object]:

@@ -54,6 +54,7 @@ __all__ = [
     "run_artifact",
     "table",
     "tflite_ops",
+    "network_arrays",
     "torch_outputs",
     "torch_state",
 ]
@@ -149,20 +150,29 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def torch_state(weights_path: Path, config: VGGConfig, include_top: bool) -> dict[str, np.ndarray]:
-    """The weights file's arrays in torchvision's layout, for the torch reference.
+def network_arrays(weights_path: Path, config: VGGConfig, include_top: bool) -> dict[str, list[np.ndarray]]:
+    """The weights file's Keras-layout arrays of the layers the export holds, by layer name.
 
     Raises:
-        ConversionError: If the arrays do not fit ``config``.
         OSError: If the file cannot be read.
     """
-    from parity.convert.to_torch import torch_state_dict_from_keras
     from parity.convert.weight_arrays import weight_map
     from parity.core.h5file import read_layer_arrays
 
     arrays = read_layer_arrays(weights_path)
     wanted = {m.keras_layer for m in weight_map(config, include_top)}
-    return torch_state_dict_from_keras({k: v for k, v in arrays.items() if k in wanted}, config, include_top)
+    return {k: v for k, v in arrays.items() if k in wanted}
+
+
+def torch_state(arrays: dict[str, list[np.ndarray]], config: VGGConfig, include_top: bool) -> dict[str, np.ndarray]:
+    """:func:`network_arrays` in torchvision's layout, for the torch reference.
+
+    Raises:
+        ConversionError: If the arrays do not fit ``config``.
+    """
+    from parity.convert.to_torch import torch_state_dict_from_keras
+
+    return torch_state_dict_from_keras(arrays, config, include_top)
 
 
 def reference_inputs(config: VGGConfig, size: tuple[int, int], quantize: str = "none") -> dict[str, np.ndarray]:
@@ -319,7 +329,7 @@ def _dequantized(interpreter, detail: dict) -> np.ndarray:
 
 def _run_tflite_blocks(path: Path, x: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
     """Every ``block{i}_pool`` tensor (NCHW), read with intermediate tensors kept (reference kernels)."""
-    interpreter = litert_interpreter(path, keep_tensors=True)
+    interpreter = litert_interpreter(path, num_threads=os.cpu_count(), keep_tensors=True)
     collected: dict[str, list[np.ndarray]] = {}
     for chunk in _batches(x, batch):
         _resized(interpreter, chunk)

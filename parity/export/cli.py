@@ -49,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("arch", choices=list(PRESETS), help="torchvision architecture")
     parser.add_argument(
         "--weights",
-        required=True,
         metavar="FILE|converted",
         help="a .weights.h5 from python -m parity.convert, or 'converted'",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="instead of --weights: a torch checkpoint (.pth, .pt, .safetensors), exported in one step",
     )
     parser.add_argument(
         "--format", required=True, metavar="|".join(FORMATS), help="saved_model (a folder) or tflite (a file)"
@@ -113,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: export(
             args.arch,
             weights=args.weights,
+            checkpoint=args.checkpoint,
             fmt=args.format,
             output=args.output,
             quantize=args.quantize,

@@ -42,6 +42,11 @@ __all__ = ["EXPORT_FORMAT", "ExportResult", "export"]
 
 #: Format tag of the sidecar.
 EXPORT_FORMAT = "vgg-parity-export/1"
+#: The packages an export's figures depend on, by whether it is written without Keras (fp32 TFLite).
+PACKAGES_USED = {
+    False: ("torch", "torchvision", "keras", "tensorflow", "ai-edge-litert", "numpy"),
+    True: ("torch", "torchvision", "ai-edge-litert", "flatbuffers", "numpy"),
+}
 
 
 @dataclass(frozen=True)
@@ -104,23 +109,15 @@ class ExportPlan:
         return self.signature(None)
 
 
-def _plan(
-    arch: str,
-    weights_path: Path,
-    out_path: Path,
-    options: dict[str, object],
-    input_size: Sequence[int] | None,
-    include_top: bool | None,
-) -> tuple[ExportPlan, dict[str, object]]:
-    """The plan, and the weights file's record, from the file's record and the options.
+def _file_record(arch: str, weights_path: Path) -> tuple[VGGConfig, bool, dict[str, object]]:
+    """A converted file's config, whether it holds the classifier, and its record.
 
     Raises:
-        UsageError: If the file is of another architecture, or the options do not fit it.
+        UsageError: If the record is unreadable or of another architecture.
     """
     from parity.core.errors import WeightsFileError
     from parity.core.weights_file import read_record
 
-    shown = f"weights={os.fspath(weights_path)!r}"
     try:
         record = read_record(weights_path)
     except WeightsFileError as e:
@@ -128,10 +125,46 @@ def _plan(
     if record.get("arch") != arch:
         raise UsageError(
             f"{weights_path.name} holds {record.get('arch')} weights, not {arch}: export them with "
-            f"`python -m parity.export {record.get('arch')} ...`. Received: arch={arch!r}, {shown}"
+            f"`python -m parity.export {record.get('arch')} ...`. Received: arch={arch!r}, "
+            f"weights={os.fspath(weights_path)!r}"
         )
-    saved = VGGConfig.from_dict(record["config"])  # type: ignore[arg-type]
-    file_top = bool(record.get("include_top", True))
+    return VGGConfig.from_dict(record["config"]), bool(record.get("include_top", True)), record  # type: ignore[arg-type]
+
+
+def _checkpoint_source(
+    arch: str, checkpoint: Path, quiet: bool
+) -> tuple[dict[str, np.ndarray], VGGConfig, dict[str, object]]:
+    """A torch checkpoint's state dict, its config and its provenance record, checked as the converter checks them.
+
+    Raises:
+        UsageError: If it is not a checkpoint of ``arch``.
+    """
+    from parity.convert.to_keras import read_checkpoint
+    from parity.core.checkpoint import CheckpointError
+    from parity.core.errors import ConversionError
+
+    try:
+        state, config, provenance = read_checkpoint(arch, checkpoint, quiet=quiet)
+    except (CheckpointError, ConversionError) as e:
+        raise UsageError(str(e)) from None
+    return state, config, {"source": provenance}
+
+
+def _plan(
+    arch: str,
+    saved: VGGConfig,
+    file_top: bool,
+    weights_path: Path,
+    out_path: Path,
+    options: dict[str, object],
+    input_size: Sequence[int] | None,
+    include_top: bool | None,
+) -> ExportPlan:
+    """The plan, from the weights' config (``saved``) and the options.
+
+    Raises:
+        UsageError: If the options do not fit the weights.
+    """
     include_top = file_top if include_top is None else include_top
     if include_top and not file_top:
         raise UsageError(
@@ -161,41 +194,121 @@ def _plan(
         out_path=out_path,
         **options,  # type: ignore[arg-type]
     )
-    return plan, record
+    return plan
 
 
-def _build(plan: ExportPlan, builder: Callable[..., keras.Model], quiet: bool) -> tuple[keras.Model, dict[str, object]]:
-    """The Keras model with the converted weights loaded, and the file's provenance record."""
+def _build(
+    plan: ExportPlan, builder: Callable[..., keras.Model], arrays: dict[str, list[np.ndarray]] | None, quiet: bool
+) -> keras.Model:
+    """The Keras model with the weights loaded: a checkpoint's converted ``arrays``, or the converted file's."""
     from parity.core.errors import WeightsFileError
     from vgg_keras.weights import load_converted_weights
 
     top = "with" if plan.include_top else "without"
     log(f"Building {plan.arch} ({top} the top, {plan.data_format}) from {plan.weights_path}", quiet)
     model = builder(plan.config, include_top=plan.include_top, data_format=plan.data_format, input_shape=plan.spatial)
+    if arrays is not None:
+        from parity.convert.weight_arrays import assign_keras_weights
+
+        assign_keras_weights(model, arrays)
+        return model
     try:
-        record = load_converted_weights(model, plan.weights_path, plan.config, include_top=plan.include_top)
+        load_converted_weights(model, plan.weights_path, plan.config, include_top=plan.include_top)
     except WeightsFileError as e:
         raise UsageError(str(e)) from None
-    return model, record
+    return model
 
 
-def _references(plan: ExportPlan) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """The inputs the artifact is judged on, and torchvision's outputs on them (same weights file)."""
-    from parity.core.errors import ConversionError
+def _source_path(arch: str, weights: str | None, checkpoint: str | os.PathLike[str] | None) -> Path:
+    """The converted file (``weights``) or the torch checkpoint exported, checked before any framework loads.
+
+    Raises:
+        UsageError: Unless exactly one is given, and it is a readable file of the right kind.
+    """
+    if (weights is None) == (checkpoint is None):
+        raise UsageError(
+            "Pass either --weights (a converted .weights.h5, or 'converted') or --checkpoint (a torch .pth, .pt "
+            f"or .safetensors). Received: weights={weights!r}, checkpoint={checkpoint!r}"
+        )
+    if checkpoint is None:
+        return resolve_export_weights(arch, str(weights))
+    from parity.core.checkpoint import CheckpointError, check_checkpoint_path
 
     try:
-        state = export_check.torch_state(plan.weights_path, plan.config, plan.include_top)
-    except (ConversionError, OSError) as e:
+        return check_checkpoint_path(checkpoint)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+
+
+def _file_state(plan: ExportPlan) -> dict[str, np.ndarray]:
+    """The converted file's weights in torchvision's layout (read under a shared folder lock, sidecar checked).
+
+    Raises:
+        UsageError: If the file is unreadable, fails its sidecar's sha256, or does not fit the network.
+    """
+    from parity.core.errors import ConversionError
+
+    arrays = _checked_arrays(plan)
+    try:
+        return export_check.torch_state(arrays, plan.config, plan.include_top)
+    except ConversionError as e:
         raise UsageError(
             f"{plan.weights_path} cannot be read back for the torch reference: {first_line(e)}. "
             f"Received: weights={os.fspath(plan.weights_path)!r}"
         ) from None
+
+
+def _checked_arrays(plan: ExportPlan) -> dict[str, list[np.ndarray]]:
+    """The weights file's arrays, read under a shared folder lock after its sidecar's sha256 is checked."""
+    from parity.core.atomic import folder_lock
+    from parity.core.catalog import cache_dir
+    from parity.core.errors import WeightsFileError
+    from parity.core.weights_file import check_sidecar_hash
+
+    path = plan.weights_path
+    try:
+        with folder_lock(path.parent, shared=True):
+            check_sidecar_hash(path, required=path.parent.resolve() == cache_dir().resolve())
+            return export_check.network_arrays(path, plan.config, plan.include_top)
+    except WeightsFileError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read: {first_line(e)}. Received: weights={os.fspath(path)!r}") from None
+
+
+def _references(
+    plan: ExportPlan, state: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """The inputs the artifact is judged on, and torchvision's outputs on them (``state``: the weights exported)."""
     inputs = export_check.reference_inputs(plan.config, plan.size, plan.quantize)
     return inputs, export_check.torch_outputs(state, plan.config, inputs, plan.include_top)
 
 
-def _write_artifact(plan: ExportPlan, model: keras.Model, staged: Path, temps: list[Path], quiet: bool) -> None:
-    """Writes the SavedModel or the TFLite file at ``staged`` (scratch paths go in ``temps``)."""
+def _writes_directly(plan: ExportPlan) -> bool:
+    """Whether the artifact is written from the arrays alone (fp32 TFLite), without Keras or TensorFlow."""
+    return plan.fmt == "tflite" and plan.quantize == "none"
+
+
+def _write_artifact(
+    plan: ExportPlan,
+    source: keras.Model | dict[str, np.ndarray],
+    staged: Path,
+    temps: list[Path],
+    quiet: bool,
+) -> None:
+    """Writes the SavedModel or the TFLite file at ``staged`` (scratch paths go in ``temps``).
+
+    ``source`` is the Keras model, or (fp32 TFLite, :func:`_writes_directly`) the torchvision-layout state dict.
+    """
+    if isinstance(source, dict):
+        from parity.export.flatbuffer import write_tflite
+
+        log(f"Writing the TFLite file from the layer plan (input {plan.input_signature}, fp32)", quiet)
+        write_tflite(
+            staged, plan.config, source, include_top=plan.include_top, data_format=plan.data_format, size=plan.size
+        )
+        return
+    model = source
     if plan.fmt == "saved_model":
         log(f"Writing the SavedModel (input {plan.input_signature})", quiet)
         export_write.write_saved_model(model, staged, plan.input_signature)
@@ -231,11 +344,18 @@ def _judge(
     """Runs the artifact from disk on every input set and compares it with torchvision's outputs."""
     log(f"Loading {plan.fmt} back from disk and comparing with torchvision", quiet)
     figures: dict[str, dict[str, object]] = {}
-    # A TFLite file is resized to every batch it is run at: batch 1, and plan.batch_size.
+    # A TFLite file is resized to every batch it is run at: batch 1, and plan.batch_size. Every input set goes
+    # through one interpreter per batch (loading a file packs its weights: once, not once per set).
     batches = (plan.batch_size, 1) if plan.fmt == "tflite" else (None,)
-    for key, x in inputs.items():
-        for batch in batches:
-            got = export_check.run_artifact(staged, plan.fmt, x, plan.data_format, batch=batch)
+    keys = list(inputs)
+    stops = np.cumsum([len(inputs[k]) for k in keys])[:-1]
+    for batch in batches:
+        together = export_check.run_artifact(
+            staged, plan.fmt, np.concatenate([inputs[k] for k in keys]), plan.data_format, batch=batch
+        )
+        parts = {name: np.split(v, stops) for name, v in together.items()}
+        for i, key in enumerate(keys):
+            x, got = inputs[key], {name: v[i] for name, v in parts.items()}
             name = key if batch is None or batch == batches[0] else f"{key} at batch {batch}"
             figures[name] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
             at = "" if batch is None else f", run at batch {batch}"
@@ -257,14 +377,13 @@ def _sidecar(
     figures: dict[str, dict[str, object]],
 ) -> dict[str, object]:
     """The sidecar's content: the export, the weights' provenance, versions, figures, size and sha256."""
-    import torch
-    import torchvision
-
-    import keras
-    import tensorflow as tf
+    from parity.machine import package_versions
 
     weights_sidecar = sidecar_path(plan.weights_path)
-    weights_sha = json.loads(weights_sidecar.read_text())["sha256"] if weights_sidecar.is_file() else None
+    if not plan.weights_path.name.endswith(".weights.h5"):  # a torch checkpoint, exported directly
+        weights_sha = weights_record["source"]["sha256"]  # type: ignore[index]
+    else:
+        weights_sha = json.loads(weights_sidecar.read_text())["sha256"] if weights_sidecar.is_file() else None
     stages = len(plan.config.stages)
     endpoints = ["serve", "serving_default", "blocks"] if plan.fmt == "saved_model" else ["single signature"]
     return {
@@ -287,13 +406,7 @@ def _sidecar(
             "sha256": weights_sha,
             **{k: weights_record.get(k) for k in ("source", "versions", "verification")},
         },
-        "versions": {
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-            "numpy": np.__version__,
-        },
+        "versions": package_versions(PACKAGES_USED[_writes_directly(plan)]),
         "verification": {
             "reference": "torchvision-layout state dict read back from the weights file, "
             "run by vgg_torch (eval mode, fp32)",
@@ -310,7 +423,8 @@ def _sidecar(
 def export(
     arch: str,
     *,
-    weights: str,
+    weights: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     fmt: str,
     output: str | os.PathLike[str],
     quantize: str = "none",
@@ -328,6 +442,9 @@ def export(
     Args:
         arch: Preset name.
         weights: ``"converted"`` or a ``.weights.h5`` path written by ``python -m parity.convert``.
+        checkpoint: Instead of ``weights``: a torch checkpoint of ``arch`` (``.pth``, ``.pt``,
+            ``.safetensors``), checked as ``parity.convert`` checks it and exported in the same
+            process, without a ``.weights.h5`` in between; the reference runs its own tensors.
         fmt: ``"saved_model"`` or ``"tflite"``.
         output: Target folder (SavedModel) or ``.tflite`` file.
         quantize: ``"none"``, ``"float16"``, ``"dynamic-int8"`` (int8 weights, float activations) or
@@ -361,12 +478,8 @@ def export(
         raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
     check_options(arch, fmt, quantize, input_size, data_format, batch_size)
     calibration_folder = check_calibration(calibration, quantize)
-    weights_path = resolve_export_weights(arch, weights)
+    weights_path = _source_path(arch, weights, checkpoint)
     out_path = check_output(Path(output).expanduser(), fmt, weights_path, force)
-    import_frameworks("the export", "python -m parity.export")
-
-    import keras
-
     started = time.perf_counter()
     options = {
         "fmt": fmt,
@@ -375,16 +488,40 @@ def export(
         "batch_size": batch_size or DEFAULT_VERIFY_BATCH,
         "calibration": calibration_folder,
     }
-    plan, _ = _plan(arch, weights_path, out_path, options, input_size, include_top)
-    model, weights_record = _build(plan, model_builder or export_write.build_export_model, quiet)
-    inputs, references = _references(plan)
+    state = None
+    if checkpoint is not None:
+        import_frameworks("the export", "python -m parity.export", keras=False)
+        state, saved, weights_record = _checkpoint_source(arch, weights_path, quiet)
+        file_top = True
+    else:
+        saved, file_top, weights_record = _file_record(arch, weights_path)
+    plan = _plan(arch, saved, file_top, weights_path, out_path, options, input_size, include_top)
+    direct = _writes_directly(plan) and model_builder is None
+    import_frameworks("the export", "python -m parity.export", keras=not direct)
+    if state is None:
+        log(f"Reading {plan.arch} from {plan.weights_path}", quiet)
+        state = _file_state(plan)
+    elif not plan.include_top:
+        state = {k: v for k, v in state.items() if k.startswith("features.")}
+    inputs, references = _references(plan, state)
+    source: keras.Model | dict[str, np.ndarray] = state
+    if not direct:
+        from parity.convert.weight_arrays import convert_state_dict
+
+        arrays = convert_state_dict(state, plan.config, plan.include_top) if checkpoint is not None else None
+        source = _build(plan, model_builder or export_write.build_export_model, arrays, quiet)
+        del arrays
+    del state
     with export_write.staging(out_path) as temps:
         staged = export_write.temp_name(out_path, ".tmp" + (".tflite" if fmt == "tflite" else ""))
         temps.append(staged)
         try:
-            _write_artifact(plan, model, staged, temps, quiet)
-            del model
-            keras.backend.clear_session()
+            _write_artifact(plan, source, staged, temps, quiet)
+            del source
+            if not direct:
+                import keras
+
+                keras.backend.clear_session()
             sidecar = _sidecar(plan, staged, weights_record, inputs, _judge(plan, staged, inputs, references, quiet))
             if not sidecar["verification"]["passed"]:  # type: ignore[index]
                 return ExportResult(None, sidecar, False)

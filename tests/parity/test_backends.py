@@ -30,7 +30,7 @@ from parity.convert.weight_arrays import write_keras_weights
 from parity.core.catalog import get_weights_record
 from parity.core.config import PRESETS, VGGConfig
 from parity.core.weights_file import sidecar_path, stage_converted_weights
-from tests.conftest import CIFAR, TINY_BN, run_python
+from tests.conftest import CIFAR, TINY_BN, run_python, tensorflow_blocked
 
 BACKENDS = ["torch", "jax"]
 
@@ -88,16 +88,6 @@ def test_modes_on_other_backends(backend: str) -> None:
 # --------------------------------------------------------------------------- #
 # Without TensorFlow
 # --------------------------------------------------------------------------- #
-#: A stand-in ``tensorflow`` package put first on the child's path: importing
-#: it records the attempt in a file and fails, so the child proves that nothing
-#: it runs needs TensorFlow, not merely that nothing it ran happened to import it.
-_BLOCKER = """
-import os, traceback
-with open(os.environ["TF_IMPORT_LOG"], "a") as f:
-    f.write("".join(traceback.format_stack(limit=8)) + "\\n")
-raise ImportError("TensorFlow is blocked in this process")
-"""
-
 _TF_FREE_SCRIPT = """
 import json, os, sys
 import numpy as np
@@ -162,17 +152,8 @@ def _write_converted(config: VGGConfig, state: dict[str, np.ndarray], path: Path
 
 
 def _run_without_tensorflow(backend: str, spec: dict[str, object], tmp_path: Path, keras_home: Path) -> str:
-    blocker = tmp_path / "blocker" / "tensorflow"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text(_BLOCKER)
-    log = tmp_path / "tensorflow_imports.log"
-    env = {
-        "KERAS_BACKEND": backend,
-        "KERAS_HOME": os.fspath(keras_home),
-        "PYTHONPATH": os.pathsep.join([os.fspath(blocker.parent), os.environ.get("PYTHONPATH", "")]),
-        "TF_IMPORT_LOG": os.fspath(log),
-        "SPEC": json.dumps(spec),
-    }
+    env, log = tensorflow_blocked(tmp_path)
+    env |= {"KERAS_BACKEND": backend, "KERAS_HOME": os.fspath(keras_home), "SPEC": json.dumps(spec)}
     result = run_python(_TF_FREE_SCRIPT, env=env)
     attempts = log.read_text() if log.exists() else ""
     assert not attempts, f"something imported tensorflow on the {backend} backend:\n{attempts[-3000:]}"

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import parity.export.flatbuffer
 import parity.export.write
 from parity.export import main
 from parity.export.check import TOLERANCES, constant_transposes, float_weight_ops, table, tflite_ops
-from tests.conftest import run_python
+from tests.conftest import run_python, tensorflow_blocked
 from tests.parity.export.conftest import ARCH, SEED
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -205,12 +206,17 @@ def test_disk_full_while_writing_leaves_nothing(
 ) -> None:
     """The artifact's write fails half-way: one line, exit 2, no temporary and no output left."""
 
-    def full_disk(model: object, path: Path, *args: object) -> bytes:
-        Path(path).mkdir(exist_ok=True)
-        (Path(path) / "half.bin").write_bytes(b"x" * 1000)
+    def full_disk(path: Path) -> None:
+        if fmt == "saved_model":
+            Path(path).mkdir(exist_ok=True)
+            path = Path(path) / "half.bin"
+        Path(path).write_bytes(b"x" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(parity.export.write, "write_saved_model" if fmt == "saved_model" else "tflite_bytes", full_disk)
+    if fmt == "saved_model":
+        monkeypatch.setattr(parity.export.write, "write_saved_model", lambda model, path, *a: full_disk(path))
+    else:  # the fp32 TFLite file is written from the arrays, without TensorFlow's converter
+        monkeypatch.setattr(parity.export.flatbuffer, "write_tflite", lambda path, *a, **k: full_disk(path))
     out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
     code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
     _assert_refused(code, err, "No space left on device")
@@ -299,3 +305,81 @@ def test_full_size_export_meets_its_bound(fmt: str, quantize: str, full_weights:
         assert logits["max_rel"] <= tolerance.output_rtol
     assert sidecar["weights"]["source"] == {"kind": "random-all", "seed": SEED}
     assert sidecar["weights"]["verification"]["max_rel"] <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [(("--checkpoint", "x.pth"), "Pass either --weights"), ((), "Pass either --weights")],
+    ids=["both", "neither"],
+)
+def test_weights_and_checkpoint_are_exclusive(
+    source: tuple[str, ...], match: str, features_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: F811
+    args = _args(features_file, tmp_path / "m.tflite")
+    if not source:
+        args = args[:1] + args[3:]  # drop --weights FILE
+    code, err = _cli(capsys, *args, *source)
+    _assert_refused(code, err, match)
+    assert _listing(tmp_path) == []
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [ARCH, "--checkpoint", os.fspath(tmp_path / "absent.pth"), "--format", "tflite"]
+    code, err = _cli(capsys, *args, "--output", os.fspath(tmp_path / "m.tflite"), "--quiet")
+    _assert_refused(code, err, "Checkpoint not found")
+    assert _listing(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def full_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vgg11_bn as a torch ``.pth``, every tensor random: the tensors ``parity.convert --init random-all`` converts."""
+    import torch
+
+    from parity.convert.random_weights import randomized_state_dict
+    from parity.core.config import PRESETS
+
+    path = tmp_path_factory.mktemp("ckpt") / f"{ARCH}_random_all_seed{SEED}.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in randomized_state_dict(PRESETS[ARCH], SEED).items()}, path)
+    return path
+
+
+def _export_checkpoint(checkpoint: Path, out: Path, env: dict[str, str] | None = None) -> dict:
+    done = run_python("", "-m", "parity.export", ARCH, "--checkpoint", os.fspath(checkpoint), "--output",
+                      os.fspath(out), "--format", "tflite", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(Path(f"{out}.json").read_text())
+
+
+@pytest.mark.full
+def test_checkpoint_to_verified_tflite_in_one_step(full_checkpoint: Path, tmp_path: Path) -> None:
+    """A .pth straight to a verified fp32 TFLite file: no .weights.h5 between, TensorFlow never loaded."""
+    from parity.core.checkpoint import file_sha256
+
+    env, tensorflow_imports = tensorflow_blocked(tmp_path / "child")
+    out = tmp_path / "out" / "m.tflite"
+    out.parent.mkdir()
+    sidecar = _export_checkpoint(full_checkpoint, out, env)
+    assert not tensorflow_imports.exists(), tensorflow_imports.read_text()[-3000:]
+    assert sidecar["weights"]["sha256"] == file_sha256(full_checkpoint)
+    assert sidecar["weights"]["source"]["kind"] == "checkpoint"
+    assert "tensorflow" not in sidecar["versions"] and "keras" not in sidecar["versions"]
+    figures = sidecar["verification"]["figures"]
+    assert set(figures) == {"verification", "photos", "verification at batch 1", "photos at batch 1"}
+    for name, f in figures.items():
+        worst = max(r["max_rel"] for r in f["rows"])
+        assert f["passed"] and worst <= TOLERANCES["none"].output_rtol, table(f, name)
+    assert {r["name"] for r in figures["photos"]["rows"]} == {f"block{i}" for i in range(1, 6)} | {"output"}
+    ops = tflite_ops(out)
+    assert constant_transposes(ops) == [] and [op.name for op in ops].count("FULLY_CONNECTED") == 3
+    assert _listing(out.parent) == ["m.tflite", "m.tflite.json"]
+
+
+@pytest.mark.full
+@pytest.mark.extended
+def test_both_routes_write_the_same_file(full_checkpoint: Path, full_weights: Path, tmp_path: Path) -> None:
+    """The .pth exported directly and the same tensors converted first give byte-identical files."""
+    _export_checkpoint(full_checkpoint, tmp_path / "direct.tflite")
+    done = run_python("", "-m", "parity.export", ARCH, "--weights", os.fspath(full_weights), "--format", "tflite",
+                      "--output", os.fspath(tmp_path / "converted.tflite"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (tmp_path / "direct.tflite").read_bytes() == (tmp_path / "converted.tflite").read_bytes()
