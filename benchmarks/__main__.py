@@ -16,8 +16,12 @@ options, ``--quick`` for a smoke run, ``--out FILE`` to keep every sample):
   eager, and the peak RSS of ``VGG16(weights=PATH)`` per backend.
 
 Run alone (not by ``python -m benchmarks``): ``python -m benchmarks.export_speed``
-(exported SavedModel and TFLite files) and ``python -m benchmarks.train_speed``
-(training steps of the CIFAR-10 recipe).
+(exported SavedModel and TFLite files), ``python -m benchmarks.tflite_peers``
+(the project's TFLite files beside litert-torch's and onnx2tf's: build time and
+memory from a ``.pth``, ops, speed at batch 1, 4 and 8; the peers are installed
+in throwaway environments, ~15 min), ``python -m benchmarks.bf16`` (Keras
+``mixed_bfloat16`` under XLA beside fp32 and torch's bf16 autocast) and
+``python -m benchmarks.train_speed`` (training steps of the CIFAR-10 recipe).
 
 Shared machinery: :mod:`benchmarks.harness` (timing, rounds, load recording,
 statistics, the command line, tables), :mod:`benchmarks.children` (one-shot
