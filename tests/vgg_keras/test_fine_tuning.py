@@ -6,7 +6,7 @@ base's batch-norm statistics (ours and stock Keras layers alike). The first
 tests pin that behaviour down (if Keras changes it, they fail and
 docs/training.md needs updating); the others show that freezing batch norm
 keeps the statistics, ``gamma`` and ``beta`` fixed while the convolutions
-train, in eager, graph and XLA ``fit`` and in a custom loop.
+train, in eager, graph and XLA ``fit`` and in a custom loop (``predict`` unchanged).
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def test_frozen_batch_norm_in_a_custom_training_loop() -> None:
     before = _state(norms)
     x = tf.constant(np.random.default_rng(2).standard_normal((4, 32, 32, 3), dtype=np.float32))
     inference = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(model.predict(x, verbose=0), inference, rtol=0, atol=1e-6)
     with tf.GradientTape() as tape:
         out = model(x, training=True)  # frozen batch norm normalizes with its moving statistics
         loss = tf.reduce_mean(out**2)
