@@ -116,3 +116,27 @@ def test_report_prints_only_its_own_lines(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| vgg11 |" in result.stdout
     assert _framework_lines(result.stderr) == []
+
+
+def test_conversion_on_demand_runs_a_quiet_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow sets TF_CPP_MIN_LOG_LEVEL=1 in a process that loaded it; the child must not inherit that."""
+    import subprocess
+
+    import vgg_keras.on_demand
+    from parity.core.catalog import get_weights_record
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    seen: dict[str, object] = {}
+    path = tmp_path / "vgg11.weights.h5"
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.update(kwargs, argv=argv)
+        path.write_bytes(b"")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(vgg_keras.on_demand.subprocess, "run", fake_run)
+    vgg_keras.on_demand.convert_on_demand(get_weights_record("vgg11"), path)
+    env = seen["env"]
+    assert isinstance(env, dict) and env["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert env["KERAS_HOME"] == os.environ["KERAS_HOME"]
+    assert "--verbose" not in seen["argv"]  # type: ignore[operator]
