@@ -14,8 +14,9 @@ which reports every way it can end in the same form:
 
 It also holds what the commands share before and around their work: the one
 :class:`UsageError`, the output-path checks (:func:`check_writable_folder`,
-:func:`check_new_output`, :func:`check_report_path`) and the progress logger
-(:func:`log`).
+:func:`check_new_output`, :func:`check_report_path`), the progress logger
+(:func:`log`) and the ``--verbose`` option that lets TensorFlow's own log lines
+through (:func:`add_verbose_option`, :func:`hide_framework_logs`).
 
 This is a module of its own, not part of :mod:`parity.interrupts`: library
 code (the conversion, :mod:`parity.convert.to_torch`) imports that one in the middle
@@ -26,6 +27,7 @@ their reporting policy. Standard library only.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -40,9 +42,11 @@ from parity.interrupts import Interrupted
 
 __all__ = [
     "UsageError",
+    "add_verbose_option",
     "check_new_output",
     "check_report_path",
     "check_writable_folder",
+    "hide_framework_logs",
     "log",
     "one_line",
     "report_result",
@@ -60,6 +64,40 @@ def log(msg: str, quiet: bool) -> None:
     """Prints a progress line on stderr unless ``quiet``."""
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
+
+
+#: TensorFlow's C++ log threshold that hides its INFO, WARNING and ERROR lines (a failure still raises in Python).
+_QUIET_TF_LOG_LEVEL = "3"
+
+
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--verbose``: let TensorFlow's own log lines through (see :func:`hide_framework_logs`)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's own log lines (CPU features, oneDNN, CUDA probing), hidden by default",
+    )
+
+
+def hide_framework_logs(verbose: bool) -> None:
+    """Hides TensorFlow's C++ log lines unless ``verbose``; call before TensorFlow is imported.
+
+    On a machine without a GPU, TensorFlow prints its CPU features, whether
+    oneDNN is on and ``failed call to cuInit`` at import and first use; none of
+    it is about the command's work, and every real failure still raises. Sets
+    ``TF_CPP_MIN_LOG_LEVEL=3`` unless the environment already chose a level;
+    child processes inherit it.
+
+    Args:
+        verbose: Leave TensorFlow's logging as the environment has it.
+
+    Examples:
+        >>> hide_framework_logs(verbose=False)  # doctest: +SKIP
+        >>> os.environ["TF_CPP_MIN_LOG_LEVEL"]  # doctest: +SKIP
+        '3'
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _QUIET_TF_LOG_LEVEL)
 
 
 def check_writable_folder(folder: Path, shown: str, noun: str = "Output folder") -> None:

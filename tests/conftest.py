@@ -110,10 +110,13 @@ def _channels_last() -> Iterator[None]:
 
 
 def run_python(
-    code: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    code: str, *args: str, env: dict[str, str] | None = None, unset: Sequence[str] = (), timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Runs Python code in a fresh interpreter of this venv, from the repo root."""
-    full_env = {**os.environ, **(env or {})}
+    """Runs Python code in a fresh interpreter of this venv, from the repo root.
+
+    ``env`` adds to this process's environment; ``unset`` names variables the child must not inherit.
+    """
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run(
         [sys.executable, *(["-c", code] if code else []), *args],
         cwd=ROOT,

@@ -8,6 +8,7 @@ keras.applications' arguments; :func:`build_vgg` builds any
 from __future__ import annotations
 
 from parity.core.config import PRESETS, VGGConfig
+from vgg_keras.fine_tuning import freeze_batch_norm
 from vgg_keras.model import build_vgg, preset_builder
 from vgg_keras.preprocessing import (
     ImageClassificationPreprocessor,
@@ -31,6 +32,7 @@ __all__ = [
     "PRESETS",
     "VGGConfig",
     "build_vgg",
+    "freeze_batch_norm",
     "ImageClassificationPreprocessor",
     "decode_predictions",
     "preprocess_images",

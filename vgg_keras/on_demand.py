@@ -4,7 +4,8 @@
 in Keras' cache runs ``python -m parity.convert`` in a separate interpreter:
 this process has TensorFlow loaded, and importing torchvision's triton after
 TensorFlow crashes the interpreter. The child writes the file atomically with
-its sidecar; :func:`vgg_keras.weights.load_converted_weights` then checks it.
+its sidecar, and prints only its own lines (TensorFlow's C++ logging off);
+:func:`vgg_keras.weights.load_converted_weights` then checks it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def convert_on_demand(record: WeightsRecord, path: Path) -> None:
         )
     print(f"Converting {record.arch} {record.name} into {path} (once) ...", file=sys.stderr, flush=True)
     # A separate interpreter: torch/torchvision load there first, TensorFlow after.
+    # TensorFlow, loaded here, set TF_CPP_MIN_LOG_LEVEL=1 in this process's
+    # environment; the child would inherit it and print its CUDA and CPU lines.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [
             sys.executable,
@@ -57,6 +61,7 @@ def convert_on_demand(record: WeightsRecord, path: Path) -> None:
             "--force",
         ],
         stdin=subprocess.DEVNULL,
+        env=env,
         check=False,
     )
     if result.returncode != 0 or not path.exists():

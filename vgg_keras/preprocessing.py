@@ -56,9 +56,23 @@ __all__ = [
 _DATA_FORMATS = ("channels_last", "channels_first")
 
 
+def _run_unconverted(entity: Any) -> Any:
+    """Marks a function or class for AutoGraph to run as written, without importing TensorFlow.
+
+    ``tf.data.Dataset.map`` passes its function through AutoGraph, which
+    rewrites Python control flow on tensors; this pipeline has none, and a
+    rewritten function reports each error as a multi-line "in user code"
+    trace. The attribute is the one ``tf.autograph.experimental.do_not_convert``
+    sets.
+    """
+    entity.autograph_info__ = frozenset()
+    return entity
+
+
 # --------------------------------------------------------------------------- #
 # Normalization of already-sized images
 # --------------------------------------------------------------------------- #
+@_run_unconverted
 def preprocess_input(
     x: Any,
     data_format: str | None = None,
@@ -102,14 +116,13 @@ def preprocess_input(
     channel_axis = -1 if data_format == "channels_last" else -3
     stats_shape = (3,) if data_format == "channels_last" else (3, 1, 1)
 
+    # No annotated assignments in branches below: tf.data.Dataset.map runs this
+    # function through AutoGraph, which cannot convert them (it warns and runs
+    # the function unconverted).
     is_numpy = isinstance(x, (np.ndarray, np.generic, list, tuple))
-    if is_numpy:
-        x_np = np.asarray(x)  # no copy for arrays; the arithmetic below allocates
-        dtype = x_np.dtype
-        shape: tuple[int | None, ...] = x_np.shape
-    else:
-        dtype = np.dtype(keras.backend.standardize_dtype(x.dtype))
-        shape = tuple(x.shape)
+    x_np = np.asarray(x) if is_numpy else None  # no copy for arrays; the arithmetic below allocates
+    dtype = x_np.dtype if is_numpy else np.dtype(keras.backend.standardize_dtype(x.dtype))
+    shape = tuple(x_np.shape if is_numpy else x.shape)
     if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         raise ValueError(f"`x` must hold integer or float pixel values in [0, 255]. Received: x.dtype={dtype}")
     if len(shape) < -channel_axis or shape[channel_axis] not in (3, None):
@@ -130,6 +143,7 @@ def preprocess_input(
 # --------------------------------------------------------------------------- #
 # The whole pipeline as a Keras layer
 # --------------------------------------------------------------------------- #
+@_run_unconverted
 @keras.saving.register_keras_serializable(package="vgg_keras")
 class ImageClassificationPreprocessor(keras.layers.Layer):
     """torchvision's ``ImageClassification`` preset as a Keras layer.
@@ -172,7 +186,11 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
 
     Call arguments:
         images: One image (rank 3) or a batch of same-size images (rank 4),
-            RGB, uint8 or float with values in [0, 255].
+            RGB, uint8 or float with values in [0, 255]; or a
+            ``tf.RaggedTensor`` batch of images of different sizes (what
+            ``ds.ragged_batch(n)`` gives), each resized and cropped, then
+            stacked. Not a ``padded_batch``: its zero padding would be resized
+            into the images.
 
     Returns:
         float32 images of shape ``(..., crop_size, crop_size, 3)``
@@ -213,6 +231,8 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
         self.supports_jit = keras.backend.backend() != "tensorflow"
 
     def __call__(self, images: Any, *args: Any, **kwargs: Any) -> Any:
+        if resize_crop.is_tf_ragged(images):  # tf.data's ragged_batch: Keras layers take no ragged input
+            return self._call_ragged(images)
         if keras.backend.backend() != "tensorflow" and resize_crop.is_tf_tensor(images):
             # tf.data.Dataset.map on the JAX or torch backend: Keras would
             # convert the graph tensor to the backend's array type, which a
@@ -246,6 +266,25 @@ class ImageClassificationPreprocessor(keras.layers.Layer):
         if rank == 3:
             x = x[0]
         return x
+
+    def _call_ragged(self, images: Any) -> Any:
+        """A ``tf.RaggedTensor`` batch of images of different sizes: each image resized and cropped, then stacked."""
+        import tensorflow as tf
+
+        shape = tuple(images.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                "A ragged batch must be rank 4 (images of different sizes, as ds.ragged_batch(n) gives); batch "
+                f"single images after the map otherwise. Received: images.shape={shape}"
+            )
+        _check_images(shape, images.dtype, self.data_format)
+        c = self.crop_size
+        out_shape = (3, c, c) if self.data_format == "channels_first" else (c, c, 3)
+        return tf.map_fn(
+            lambda image: self._call_tf(image.to_tensor() if isinstance(image, tf.RaggedTensor) else image),
+            images,
+            fn_output_signature=tf.TensorSpec(out_shape, tf.float32),
+        )
 
     def _call_ops(self, images: Any) -> Any:
         """The pipeline in ``keras.ops`` (JAX and torch backends): sizes known when it runs."""

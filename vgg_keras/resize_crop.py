@@ -20,7 +20,14 @@ from typing import Any
 
 import keras
 
-__all__ = ["center_crop_box", "is_tf_tensor", "resize_and_crop_ops", "resize_and_crop_tf", "resized_size"]
+__all__ = [
+    "center_crop_box",
+    "is_tf_ragged",
+    "is_tf_tensor",
+    "resize_and_crop_ops",
+    "resize_and_crop_tf",
+    "resized_size",
+]
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -183,3 +190,8 @@ def resize_and_crop_tf(images: Any, resize_size: int, crop_size: int, integral: 
 def is_tf_tensor(x: object) -> bool:
     """Whether ``x`` is a TensorFlow tensor, without importing TensorFlow."""
     return type(x).__module__.startswith("tensorflow")
+
+
+def is_tf_ragged(x: object) -> bool:
+    """Whether ``x`` is a ``tf.RaggedTensor``, without importing TensorFlow."""
+    return is_tf_tensor(x) and type(x).__name__ == "RaggedTensor"

@@ -23,15 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m parity.cifar", description="CIFAR-10 folders: check, download, or make one from digits."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
     check = sub.add_parser("check", help="read a CIFAR-10 folder and print its size")
-    check.add_argument("folder")
+    check.add_argument("folder", help="the folder holding cifar-10-batches-bin or cifar-10-batches-py")
     fetch = sub.add_parser("download", help="download and extract the official archive (md5 checked)")
-    fetch.add_argument("folder")
-    fetch.add_argument("--format", choices=list(ARCHIVES), default="binary")
+    fetch.add_argument("folder", help="where the archive is extracted")
+    fetch.add_argument("--format", choices=list(ARCHIVES), default="binary", help="which archive (default binary)")
     digits = sub.add_parser("digits-to-cifar", help="write scikit-learn's digits as a CIFAR-10 folder (32x32 RGB)")
-    digits.add_argument("folder")
-    digits.add_argument("--format", choices=list(ARCHIVES), default="binary")
+    digits.add_argument("folder", help="where the CIFAR-10 folder is written")
+    digits.add_argument("--format", choices=list(ARCHIVES), default="binary", help="file layout (default binary)")
     digits.add_argument("--seed", type=int, default=0, help="seed of the train/test shuffle (default 0)")
     return parser
 

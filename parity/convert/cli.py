@@ -35,7 +35,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from parity.cli import UsageError, report_result, run_cli
+from parity.cli import UsageError, add_verbose_option, hide_framework_logs, report_result, run_cli
 from parity.convert.to_keras import INIT_CHOICES, ConvertResult, convert
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS
 from parity.core.checkpoint import CheckpointError
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with torch")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_verbose_option(parser)
     return parser
 
 
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writes weights; 1 may write the report.
     """
     args = build_parser().parse_args(argv)
+    hide_framework_logs(args.verbose)
 
     def work() -> ConvertResult:
         if args.to == "torch" or args.keras_weights is not None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from parity.cli import UsageError, report_result, run_cli
+from parity.cli import UsageError, add_verbose_option, hide_framework_logs, report_result, run_cli
 from parity.core.config import PRESETS
 from parity.export.options import FORMATS, QUANTIZATIONS
 from parity.export.pipeline import export
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_verbose_option(parser)
     return parser
 
 
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted (temporary files removed).
     """
     args = build_parser().parse_args(argv)
+    hide_framework_logs(args.verbose)
     return run_cli(
         lambda: export(
             args.arch,

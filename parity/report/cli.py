@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.cli import UsageError, log
+from parity.cli import UsageError, add_verbose_option, hide_framework_logs, log
 from parity.compare import BACKEND_MODES, LOGIT_RTOL, MODES, ParityReport
 from parity.core.atomic import write_atomic
 from parity.core.catalog import get_weights_record
@@ -116,6 +116,7 @@ def run_report(
         modes: Execution modes among :data:`parity.compare.MODES`; those the
             backend lacks are skipped.
         data_formats: ``"channels_last"`` and/or ``"channels_first"``.
+        verbose: Let the children print TensorFlow's own log lines.
 
     Returns:
         One dict per case: backend, arch, data format, size, mode, and the
@@ -203,6 +204,7 @@ def run_on_backends(
     batch: int = 2,
     modes: Sequence[str] = MODES,
     data_formats: Sequence[str] = ("channels_last",),
+    verbose: bool = False,
 ) -> list[dict[str, object]]:
     """Runs :func:`run_report` once per Keras backend, each in a child process.
 
@@ -235,6 +237,8 @@ def run_on_backends(
             ]  # fmt: skip
             if source == "converted":
                 argv += ["--weights", "converted"]
+            if verbose:
+                argv.append("--verbose")
             env = {**os.environ, "KERAS_BACKEND": backend}
             result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
             if result.returncode not in (0, 1) or not out.exists():
@@ -328,16 +332,24 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m parity.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m parity.report",
+        description="How closely vgg_keras reproduces torchvision, per variant, input size, execution mode and block.",
+    )
     parser.add_argument("archs", nargs="*", metavar="ARCH", help=f"presets among {', '.join(PRESETS)} (default: all)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--init", choices=["random-all"], default="random-all", help="every tensor random (default)")
     src.add_argument("--weights", choices=["converted"], help="torchvision's ImageNet weights vs the converted cache")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     parser.add_argument(
-        "--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES], metavar="SIZE"
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in DEFAULT_SIZES],
+        metavar="SIZE",
+        help=f"input sizes, N or HxW, run in this order on one model (default {' '.join(DEFAULT_SIZES)})",
     )
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2, help="images per comparison (default 2)")
     parser.add_argument(
         "--mode",
         nargs="+",
@@ -359,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DATA_FORMATS,
         default=["channels_last"],
         dest="data_formats",
-        help="default channels_last",
+        help="input layouts (default channels_last)",
     )
     parser.add_argument("--cases-json", type=Path, help=argparse.SUPPRESS)  # a child process's results
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
@@ -369,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also run N SGD steps in both frameworks (training_report.json/.png)",
     )
+    add_verbose_option(parser)
     return parser
 
 
@@ -436,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
+    hide_framework_logs(args.verbose)
     try:
         _check_args(args)
     except UsageError as e:
@@ -451,7 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if all(c["passed"] for c in cases) else 1
     if args.backends:
         cases = run_on_backends(
-            list(dict.fromkeys(args.backends)), archs, args.sizes, source, args.seed, args.batch, modes, formats
+            list(dict.fromkeys(args.backends)),
+            archs,
+            args.sizes,
+            source,
+            args.seed,
+            args.batch,
+            modes,
+            formats,
+            verbose=args.verbose,
         )
     else:
         cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from parity.cifar import load_cifar10
 from parity.cifar.data import CifarError
-from parity.cli import UsageError, check_writable_folder, log, run_cli
+from parity.cli import UsageError, add_verbose_option, check_writable_folder, hide_framework_logs, log, run_cli
 from parity.core.config import PRESETS, RECIPES, VGGConfig, get_named_config
 from parity.core.errors import first_line, os_reason
 from parity.interrupts import abort_if_interrupted
@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="a VGGConfig as JSON (VGGConfig.to_dict()), instead of ARCH")
     parser.add_argument("--data", metavar="DIR", required=True, help="CIFAR-10 folder (binary or Python version)")
-    parser.add_argument("--framework", choices=("torch", "keras", "both"), default="both")
+    parser.add_argument(
+        "--framework", choices=("torch", "keras", "both"), default="both", help="which to train (default both)"
+    )
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="overwrite results already in --output")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_verbose_option(parser)
     return parser
 
 
@@ -186,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     args = build_parser().parse_args(argv)
+    hide_framework_logs(args.verbose)
     frameworks = FRAMEWORKS if args.framework == "both" else (args.framework,)
     where = "before training"
 

@@ -316,6 +316,66 @@ def test_layer_in_tf_data_map_with_mixed_sizes() -> None:
         assert _max_diff(_pixels(ours, tv.mean, tv.std), _pixels(ref, tv.mean, tv.std)) <= TENSOR_PATH_ATOL
 
 
+def _dataset(images: list[np.ndarray], shape: tuple[int | None, ...] = (None, None, 3)) -> tf.data.Dataset:
+    """The images, one element each, of the given static shape (``None``: unknown)."""
+    spec = tf.TensorSpec(shape=shape, dtype=tf.uint8)
+    return tf.data.Dataset.from_generator(lambda: iter(images), output_signature=spec)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_layer_on_a_ragged_batch_resizes_each_image(data_format: str) -> None:
+    images = [_synthetic(100, 37), _synthetic(37, 100), _synthetic(60, 80)]
+    shape = (None, None, 3)
+    if data_format == "channels_first":
+        images = [np.ascontiguousarray(image.transpose(2, 0, 1)) for image in images]
+        shape = (3, None, None)
+    layer = prep.preprocessor_for("vgg16", data_format=data_format)
+    ragged = [b.numpy() for b in _dataset(images, shape).ragged_batch(2).map(layer)]
+    one_by_one = [b.numpy() for b in _dataset(images, shape).map(layer).batch(2)]
+    assert [b.shape[0] for b in ragged] == [2, 1]
+    for r, o in zip(ragged, one_by_one):
+        np.testing.assert_array_equal(r, o)
+    eager = layer(next(iter(_dataset(images, shape).ragged_batch(2))))
+    np.testing.assert_array_equal(eager.numpy(), one_by_one[0])
+
+
+def test_ragged_batch_that_is_not_images_is_refused_in_one_line() -> None:
+    layer = prep.preprocessor_for("vgg16")
+    grey = _dataset([np.zeros((40, 50), np.uint8), np.zeros((60, 30), np.uint8)], (None, None)).ragged_batch(2)
+    with pytest.raises(
+        ValueError, match=r"^A ragged batch must be rank 4 .*Received: images.shape=\(None, None, None\)$"
+    ):
+        grey.map(layer)
+    rgba = _dataset([np.zeros((40, 50, 4), np.uint8), np.zeros((60, 30, 4), np.uint8)], (None, None, 4))
+    rgba = rgba.ragged_batch(2)
+    with pytest.raises(
+        ValueError, match=r"^`images` must be RGB with 3 channels .*Received: images.shape=\(None, None, None, 4\)$"
+    ):
+        rgba.map(layer)
+
+
+def test_padded_batch_mixes_the_padding_into_the_images() -> None:
+    """Why docs/preprocessing.md says to batch after the map (or ragged_batch): padding is resized in."""
+    images = [_synthetic(100, 37), _synthetic(60, 80)]
+    layer = prep.preprocessor_for("vgg16")
+    (padded,) = [b.numpy() for b in _dataset(images).padded_batch(2).map(layer)]
+    (right,) = [b.numpy() for b in _dataset(images).map(layer).batch(2)]
+    assert _max_diff(padded, right) > 1.0
+
+
+def test_tf_data_map_runs_our_functions_as_written(caplog: pytest.LogCaptureFixture) -> None:
+    """No AutoGraph warning, and a refusal inside ds.map is our one line, not an "in user code" trace."""
+    ds = tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 3), np.uint8))
+    with caplog.at_level("WARNING"):
+        assert list(ds.map(prep.preprocess_input))[0].shape == (8, 8, 3)
+        assert list(ds.map(prep.preprocessor_for("vgg16")))[0].shape == (224, 224, 3)
+    assert not [r for r in caplog.records if "AutoGraph" in r.getMessage()]
+    rgba = tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 4), np.uint8))
+    with pytest.raises(ValueError) as e:
+        rgba.map(prep.preprocess_input)
+    assert str(e.value) == "`x` must be RGB with 3 channels on axis -1 (channels_last). Received: x.shape=(8, 8, 4)"
+
+
 def test_layer_in_keras_model_and_saved(tmp_path: Path) -> None:
     inputs = keras.Input(shape=(None, None, 3), dtype="uint8")
     x = prep.preprocessor_for("vgg16")(inputs)
