@@ -9,7 +9,10 @@ all on the same random weights (every tensor random, BN statistics included):
 - torch eager bf16 (``torch.autocast("cpu", torch.bfloat16)``);
 - Keras XLA fp32 (``tf.function(jit_compile=True)`` around the model);
 - Keras XLA bf16 (the same model built under ``mixed_bfloat16``: bf16
-  activations and matmuls, fp32 variables, logits cast back to fp32).
+  activations and matmuls, fp32 variables, logits cast back to fp32);
+- both Keras models again under a plain ``tf.function`` (TensorFlow's graph
+  runtime, whose CPU kernels are oneDNN's where oneDNN is on: its bf16
+  convolutions use AVX-512 BF16 or AMX).
 
 Speed: latency at batch 1 (median of ``--calls``) and images/s at batch 8,
 in interleaved rounds (the order reversed every other round), ratios to torch
@@ -69,6 +72,8 @@ def keras_model(policy):
 km32, km16 = keras_model("float32"), keras_model("mixed_bfloat16")
 xla32 = tf.function(lambda x: km32(x, training=False), jit_compile=True)
 xla16 = tf.function(lambda x: tf.cast(km16(x, training=False), tf.float32), jit_compile=True)
+graph32 = tf.function(lambda x: km32(x, training=False))
+graph16 = tf.function(lambda x: tf.cast(km16(x, training=False), tf.float32))
 def torch_run(x, bf16):
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         return tm(torch.from_numpy(x)).float().numpy()
@@ -77,6 +82,8 @@ cells = {
     "torch eager bf16 autocast": lambda x: torch_run(x, True),
     "keras XLA fp32": lambda x: xla32(tf.constant(x.transpose(0, 2, 3, 1))).numpy(),
     "keras XLA mixed_bfloat16": lambda x: xla16(tf.constant(x.transpose(0, 2, 3, 1))).numpy(),
+    "keras tf.function fp32": lambda x: graph32(tf.constant(x.transpose(0, 2, 3, 1))).numpy(),
+    "keras tf.function mixed_bfloat16": lambda x: graph16(tf.constant(x.transpose(0, 2, 3, 1))).numpy(),
 }
 sets = {k: v for k, v in reference_inputs(config, (224, 224)).items()}
 accuracy = {}
