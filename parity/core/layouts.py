@@ -44,6 +44,15 @@ TORCH_IN_AXIS = 1
 KERAS_IN_AXIS = 2
 
 
+def _check_flat_width(shape: tuple[int, ...], features: int, channels: int, height: int, width: int) -> None:
+    """Refuses a first dense layer whose width is not ``channels*height*width`` (the flattened map's size)."""
+    if features != channels * height * width:
+        raise ValueError(
+            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
+            f"inputs. Received: kernel.shape={shape}"
+        )
+
+
 def conv_oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
     """Conv kernel from torch's (out, in, kh, kw) to Keras' (kh, kw, in, out).
 
@@ -89,11 +98,7 @@ def dense_rows_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, width:
         ValueError: If the kernel's width is not ``channels*height*width``.
     """
     out, features = kernel.shape
-    if features != channels * height * width:
-        raise ValueError(
-            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
-            f"inputs. Received: kernel.shape={kernel.shape}"
-        )
+    _check_flat_width(kernel.shape, features, channels, height, width)
     # (out, C, H, W) -> (H, W, C, out): one copy, made by the final reshape.
     return kernel.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(height * width * channels, out)
 
@@ -130,11 +135,7 @@ def dense_columns_chw_to_hwc(kernel: np.ndarray, channels: int, height: int, wid
         ValueError: If the kernel's width is not ``channels*height*width``.
     """
     out, features = kernel.shape
-    if features != channels * height * width:
-        raise ValueError(
-            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
-            f"inputs. Received: kernel.shape={kernel.shape}"
-        )
+    _check_flat_width(kernel.shape, features, channels, height, width)
     return kernel.reshape(out, channels, height, width).transpose(0, 2, 3, 1).reshape(out, features)
 
 
@@ -181,11 +182,7 @@ def dense_rows_hwc_to_chw(kernel: np.ndarray, channels: int, height: int, width:
         ValueError: If the kernel's height is not ``channels*height*width``.
     """
     features, out = kernel.shape
-    if features != channels * height * width:
-        raise ValueError(
-            f"A first dense layer after a {channels}x{height}x{width} feature map needs {channels * height * width} "
-            f"inputs. Received: kernel.shape={kernel.shape}"
-        )
+    _check_flat_width(kernel.shape, features, channels, height, width)
     # (H, W, C, out) -> (out, C, H, W): one copy, made by the final reshape.
     return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, channels * height * width)
 
