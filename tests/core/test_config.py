@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import torchvision
@@ -9,7 +10,7 @@ import torchvision
 import pytest
 
 from parity.core.catalog import WEIGHTS, get_weights_record
-from parity.core.config import PRESETS, VGGConfig, get_config, layer_plan
+from parity.core.config import PRESETS, RECIPES, VGGConfig, get_config, layer_plan
 from tests.conftest import CIFAR, TINY, run_python
 
 
@@ -60,6 +61,15 @@ def test_round_trip_dict_and_hashable() -> None:
     for cfg in (*PRESETS.values(), TINY, CIFAR):
         again = VGGConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert again == cfg and hash(again) == hash(cfg)
+
+
+def test_dropout_defaults_to_torchvisions() -> None:
+    """torchvision's ``VGG(dropout=0.5)``: the schema's default, every preset's and the CIFAR recipe's."""
+    assert inspect.signature(torchvision.models.VGG).parameters["dropout"].default == 0.5
+    assert VGGConfig(stages=((4,),)).dropout == 0.5
+    assert {name: cfg.dropout for name, cfg in {**PRESETS, **RECIPES}.items()} == dict.fromkeys(
+        [*PRESETS, *RECIPES], 0.5
+    )
 
 
 def test_cifar_config_flattens_fixed_grid() -> None:

@@ -1,6 +1,8 @@
-"""vgg_keras's builders: names, parameter counts, shapes, data formats, errors."""
+"""vgg_keras's builders: names, parameter counts, shapes, data formats, defaults, errors."""
 
 from __future__ import annotations
+
+import inspect
 
 import torchvision
 
@@ -9,9 +11,11 @@ import numpy as np
 import pytest
 
 import vgg_keras
+import vgg_keras.model
 from parity.core.config import PRESETS
 from tests.conftest import CIFAR, TINY, TINY_BN, preset_params, run_python, tensorflow_has_nchw_cpu_kernels
 from vgg_keras.model import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
+from vgg_keras.recipes import CIFAR10_VGG16
 
 BUILDERS = {arch: getattr(vgg_keras, arch.upper()) for arch in PRESETS}
 
@@ -91,6 +95,33 @@ def test_cifar_config_fixed_input() -> None:
         8,
         16,
     )
+
+
+#: keras.applications' default: ``classifier_activation="softmax"``, so predictions are probabilities.
+DEFAULT_ACTIVATION = "softmax"
+#: Softmax outputs sum to 1 up to float32 rounding over a handful of classes.
+SOFTMAX_SUM_ATOL = 1e-6
+
+
+@pytest.mark.parametrize("builder", [*BUILDERS.values(), CIFAR10_VGG16], ids=[*BUILDERS, "CIFAR10_VGG16"])
+def test_builders_default_to_softmax(builder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called without ``classifier_activation``, each builder asks for softmax (spied, so nothing is built)."""
+    assert inspect.signature(builder).parameters["classifier_activation"].default == DEFAULT_ACTIVATION
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(vgg_keras.model, "build_vgg", lambda config, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(vgg_keras.recipes, "build_vgg", lambda config, **kwargs: seen.update(kwargs))
+    builder()
+    assert seen["classifier_activation"] == DEFAULT_ACTIVATION
+
+
+def test_build_vgg_defaults_to_softmax_and_torchvisions_dropout() -> None:
+    model = vgg_keras.build_vgg(TINY)
+    assert model.get_layer("predictions").get_config()["activation"] == DEFAULT_ACTIVATION
+    probs = keras.ops.convert_to_numpy(model(np.random.default_rng(0).standard_normal((2, 33, 35, 3)), training=False))
+    assert np.max(np.abs(probs.sum(-1) - 1.0)) <= SOFTMAX_SUM_ATOL and probs.min() >= 0.0
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert rates == [0.5, 0.5]  # torchvision's VGG(dropout=0.5), after fc1 and fc2
+    assert vgg_keras.build_vgg(TINY.replace(dropout=0.25)).get_layer("fc1_dropout").rate == 0.25
 
 
 @pytest.mark.cpu_kernels

@@ -48,6 +48,17 @@ def test_keyword_arguments_as_torchvision() -> None:
     model.load_state_dict(ref.state_dict(), strict=True)
 
 
+def test_dropout_defaults_to_torchvisions() -> None:
+    """torchvision's ``VGG(dropout=0.5)``, from the config and from the preset builders."""
+    model = vgg_torch.build_vgg(TINY_BN)
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    with torch.device("meta"):
+        preset = vgg_torch.vgg11(init_weights=False)
+        reference = torchvision.models.vgg11()
+    ps = [m.p for m in preset.classifier if isinstance(m, torch.nn.Dropout)]
+    assert ps == [m.p for m in reference.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+
+
 def test_init_scheme_matches_torchvision() -> None:
     torch.manual_seed(0)
     model = vgg_torch.build_vgg(TINY_BN.replace(stages=((64, 64), (64,), (64,)), hidden=(256, 256)))

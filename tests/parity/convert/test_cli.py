@@ -16,6 +16,7 @@ import parity.core.names
 import parity.core.weights_file
 import vgg_keras
 import vgg_keras.model
+import vgg_keras.weights
 import vgg_torch
 from parity.compare import LOGIT_RTOL
 from parity.convert import main

@@ -144,6 +144,20 @@ def test_wrong_flatten_order_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.first_divergent == "logits"
 
 
+@pytest.mark.cpu_kernels
+def test_fc1_rows_reordered_without_an_adaptive_pool() -> None:
+    """The CIFAR-style config flattens its last 4x4 map straight into the first dense layer."""
+    cfg = TINY_CONFIGS["cifar"]
+    assert cfg.pool_size is None and cfg.head_grid == (4, 4)
+    sd = randomized_state_dict(cfg, seed=3)
+    kernel = convert_state_dict(sd, cfg)["predictions"][0]
+    torch_w = sd["classifier.0.weight"]  # (out, C*H*W), the only dense layer
+    channels, (h, w) = cfg.out_channels, cfg.head_grid
+    for c, row, col in [(0, 0, 1), (5, 2, 3), (channels - 1, h - 1, w - 1)]:
+        np.testing.assert_array_equal(kernel[(row * w + col) * channels + c], torch_w[:, (c * h + row) * w + col])
+    _parity(cfg, (32, 32)).check()
+
+
 def test_bn_epsilon_1e3_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vgg_keras.model, "BN_EPSILON", 1e-3)
     report = _parity(TINY_CONFIGS["tiny_bn"], (37, 45))

@@ -157,6 +157,24 @@ def test_tiny_configs(name: str, data_format: str) -> None:
             compare_outputs(expected, keras_forward(model, x, mode=mode)).check()
 
 
+#: Odd sides, each odd after the first pool too: 2x2 max pools with stride 2 drop the last row and column
+#: (torch's floor; "same" padding would keep them and give a larger map, ceil), at every stage.
+ODD_SIZES = [(35, 37), (45, 39)]
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("size", ODD_SIZES, ids=[f"{h}x{w}" for h, w in ODD_SIZES])
+def test_max_pools_floor_odd_sizes_as_torch(size: tuple[int, int]) -> None:
+    """Each block's shape and values at odd sizes, tiny model, eager: the quick proof of torch's pooling."""
+    cfg = TINY_CONFIGS["tiny"]
+    reference, model = build_pair(cfg, randomized_state_dict(cfg, seed=21))
+    x = _inputs(size, batch=2, seed=22)
+    expected = torch_forward(reference, x)
+    got = keras_forward(model, x)
+    assert [got[f"block{b}"].shape[2:] for b in (1, 2, 3)] == [(size[0] // 2**b, size[1] // 2**b) for b in (1, 2, 3)]
+    compare_outputs(expected, got).check()
+
+
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.slow

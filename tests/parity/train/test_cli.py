@@ -199,6 +199,14 @@ def test_keras_alone_needs_no_torch(digits: Path, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("n", [95, 96, 97])
+def test_an_epoch_takes_every_image_as_torchs_dataloader(n: int) -> None:
+    """The last step takes the rest, as ``DataLoader(drop_last=False)`` (torch's default) does."""
+    recipe = Recipe(batch_size=32)
+    loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=recipe.batch_size)
+    assert recipe.steps_per_epoch(n) == len(loader) == -(-n // 32)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_training_stops_cleanly_in_process(
     digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signum: int
