@@ -297,22 +297,28 @@ def _batches(x: np.ndarray, batch: int | None) -> list[np.ndarray]:
     return [x[i : i + size] for i in range(0, len(x), size)]
 
 
-def _resized(interpreter, batch: np.ndarray) -> dict:
-    """Resizes the interpreter's input to this batch's shape, allocates, and sets it."""
+def _resized(interpreter, batch: np.ndarray, allocated: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Sets this batch as the input, resizing and allocating first if ``allocated`` (the shape last allocated) differs.
+
+    Allocating again at the same shape would make XNNPACK prepare (and pack the weights) again for nothing.
+
+    Returns:
+        The shape now allocated.
+    """
     inp = interpreter.get_input_details()[0]
-    if tuple(inp["shape"]) != batch.shape:
+    if allocated != batch.shape:
         interpreter.resize_tensor_input(inp["index"], list(batch.shape), strict=True)
-    interpreter.allocate_tensors()
+        interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], batch)
-    return inp
+    return batch.shape
 
 
 def _run_tflite_output(path: Path, x: np.ndarray, batch: int | None) -> np.ndarray:
     """The file's output as deployed (LiteRT, XNNPACK), resized to each chunk of ``batch`` images."""
     interpreter = litert_interpreter(path, num_threads=os.cpu_count())
-    outputs = []
+    outputs, allocated = [], None
     for chunk in _batches(x, batch):
-        _resized(interpreter, chunk)
+        allocated = _resized(interpreter, chunk, allocated)
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
     return np.concatenate(outputs)
@@ -331,8 +337,9 @@ def _run_tflite_blocks(path: Path, x: np.ndarray, batch: int | None) -> dict[str
     """Every ``block{i}_pool`` tensor (NCHW), read with intermediate tensors kept (reference kernels)."""
     interpreter = litert_interpreter(path, num_threads=os.cpu_count(), keep_tensors=True)
     collected: dict[str, list[np.ndarray]] = {}
+    allocated = None
     for chunk in _batches(x, batch):
-        _resized(interpreter, chunk)
+        allocated = _resized(interpreter, chunk, allocated)
         interpreter.invoke()
         found: dict[str, dict] = {}
         for d in interpreter.get_tensor_details():
