@@ -387,6 +387,40 @@ MUTANTS: tuple[Mutant, ...] = (
         (("LOGIT_RTOL: float = 1e-5", "LOGIT_RTOL: float = 1e-3"),),
         ("tests/parity/export/test_bounds.py", "tests/parity/report/test_model_parity.py"),
     ),
+    Mutant(
+        "tflite_bn_epsilon",
+        "export",
+        "the fp32 TFLite writer folds batch norm with Keras' default epsilon 1e-3",
+        "parity/export/flatbuffer.py",
+        (("scale = gamma / np.sqrt(var + BN_EPSILON)", "scale = gamma / np.sqrt(var + 1e-3)"),),
+        ("tests/parity/export/test_flatbuffer.py",),
+    ),
+    Mutant(
+        "tflite_fc1_columns_unordered",
+        "export",
+        "the fp32 TFLite writer leaves fc1's columns in torch's C*H*W order",
+        "parity/export/flatbuffer.py",
+        (
+            (
+                "return dense_columns_chw_to_hwc(np.asarray(kernel, np.float32), c, *grid), window",
+                "return np.asarray(kernel, np.float32), window",
+            ),
+        ),
+        ("tests/parity/export/test_flatbuffer.py",),
+    ),
+    Mutant(
+        "tflite_fixed_batch",
+        "export",
+        "the fp32 TFLite writer gives activations no dynamic batch (no shape signature)",
+        "parity/export/flatbuffer.py",
+        (
+            (
+                "return self._tensor(name, [1, *shape[1:]], self.s.TensorType.FLOAT32, 0, [-1, *shape[1:]])",
+                "return self._tensor(name, [1, *shape[1:]], self.s.TensorType.FLOAT32, 0, None)",
+            ),
+        ),
+        ("tests/parity/export/test_flatbuffer.py",),
+    ),
 )
 
 
