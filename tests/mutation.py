@@ -390,10 +390,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "tflite_bn_epsilon",
         "export",
-        "the fp32 TFLite writer folds batch norm with Keras' default epsilon 1e-3",
-        "parity/export/flatbuffer.py",
+        "the TFLite and ONNX writers fold batch norm with Keras' default epsilon 1e-3",
+        "parity/export/folding.py",
         (("scale = gamma / np.sqrt(var + BN_EPSILON)", "scale = gamma / np.sqrt(var + 1e-3)"),),
-        ("tests/parity/export/test_flatbuffer.py",),
+        ("tests/parity/export/test_flatbuffer.py", "tests/parity/export/test_onnx.py"),
     ),
     Mutant(
         "tflite_fc1_columns_unordered",

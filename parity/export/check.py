@@ -1,8 +1,8 @@
 """Verification of a written export: the bounds, running the artifact from disk, and the figures.
 
-:func:`parity.export.export` writes a SavedModel or TFLite file under a
+:func:`parity.export.export` writes a SavedModel, TFLite or ONNX file under a
 temporary name, then calls :func:`run_artifact` on it (loaded back from disk
-by ``tf.saved_model.load`` or ``tf.lite.Interpreter``) and :func:`compare` on
+by ``tf.saved_model.load``, LiteRT's interpreter or an onnxruntime session) and :func:`compare` on
 its outputs against torchvision's; the artifact is renamed into place only if
 every figure meets its format's :class:`Tolerance` (:data:`TOLERANCES`).
 :func:`photo_batch` gives the six photos the quantized formats are judged
@@ -15,12 +15,14 @@ torch when it was converted is the file exported.
 
 Per-block figures: a SavedModel carries a second endpoint, ``blocks``, that
 returns every pooling stage's output (NCHW); a TFLite file is run with its
-intermediate tensors kept and the ``block{i}_pool`` tensors read out. The
+intermediate tensors kept and the ``block{i}_pool`` tensors read out; an ONNX
+file's own nodes and weights up to each ``block{i}_pool`` are run as a second
+model (:func:`parity.export.onnx_graph.block_model`). The
 serving endpoint (``serve``, also ``serving_default``) returns logits (no
 softmax), or the last feature map without the top.
 
-Imports TensorFlow, torch and torchvision only inside the functions that need
-them; the caller has imported torch and torchvision first.
+Imports TensorFlow, torch, torchvision and onnxruntime only inside the
+functions that need them; the caller has imported torch and torchvision first.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "constant_transposes",
     "float_weight_ops",
     "litert_interpreter",
+    "onnx_session",
     "photo_batch",
     "reference_inputs",
     "run_artifact",
@@ -221,18 +224,25 @@ def torch_outputs(
 
 
 def run_artifact(
-    path: str | os.PathLike[str], fmt: str, x_nchw: np.ndarray, data_format: str, batch: int | None = None
+    path: str | os.PathLike[str],
+    fmt: str,
+    x_nchw: np.ndarray,
+    data_format: str,
+    batch: int | None = None,
+    config: VGGConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Loads an exported artifact from disk and runs it on an NCHW batch.
 
     Args:
-        path: The SavedModel folder or ``.tflite`` file.
-        fmt: ``"saved_model"`` or ``"tflite"``.
+        path: The SavedModel folder, ``.tflite`` or ``.onnx`` file.
+        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
         x_nchw: The batch, NCHW float32 (moved to ``data_format`` here).
         data_format: The artifact's input layout.
-        batch: TFLite: the batch the file is resized to, chunk by chunk (``None``: the whole batch at
-            once). The output comes from LiteRT as deployed (XNNPACK); the blocks, at batches above
-            1, from a second run that keeps every tensor.
+        batch: TFLite and ONNX: the batch the file is run at, chunk by chunk (``None``: the whole batch at
+            once). The output comes from the runtime as deployed (LiteRT with XNNPACK; onnxruntime's CPU
+            provider, all graph optimizations on); the blocks, at batches above 1, from a second run (TFLite:
+            keeping every tensor; ONNX: the file's own nodes up to each block, :func:`onnx_graph.block_model`).
+        config: ONNX: the network the file holds, for its block outputs (``None``: the final output only).
 
     Returns:
         ``{"block1": ..., ..., "output": ...}``, blocks NCHW (absent where the
@@ -255,6 +265,11 @@ def run_artifact(
             )
         out["output"] = _output_nchw(np.asarray(loaded.serve(tf.constant(x))), data_format)
         del loaded
+        return out
+    if fmt == "onnx":
+        out = _run_onnx_blocks(path, config, x, batch) if config and (batch is None or batch > 1) else {}
+        out["output"] = _run_onnx(os.fspath(path), x, batch)[0]
+        out["output"] = _output_nchw(out["output"], data_format)
         return out
     out = _run_tflite_blocks(path, x, batch) if batch is None or batch > 1 else {}
     out["output"] = _run_tflite_output(path, x, batch)
@@ -289,6 +304,42 @@ def litert_interpreter(path: str | os.PathLike[str], *, num_threads: int | None 
         return Interpreter(
             model_path=os.fspath(path), num_threads=num_threads, experimental_preserve_all_tensors=keep_tensors
         )
+
+
+def onnx_session(model: str | os.PathLike[str] | bytes, *, num_threads: int | None = None):
+    """An onnxruntime session on the CPU (all graph optimizations, as deployed) of an ONNX file or its bytes.
+
+    Args:
+        model: The file, or a serialized model.
+        num_threads: Intra-op threads (``None``: the runtime's default, one per core).
+
+    Returns:
+        The ``onnxruntime.InferenceSession``.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+    options.log_severity_level = 3  # errors only
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _run_onnx(model: str | bytes, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Every output of an ONNX model, run by onnxruntime on each chunk of ``batch`` images."""
+    session = onnx_session(model, num_threads=os.cpu_count())
+    name = session.get_inputs()[0].name
+    chunks = [session.run(None, {name: chunk}) for chunk in _batches(x, batch)]
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _run_onnx_blocks(path: Path, config: VGGConfig, x: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
+    """Every ``block{i}_pool`` output (NCHW) of the file's own nodes and weights up to it."""
+    from parity.export.onnx_graph import block_model
+
+    blocks = _run_onnx(block_model(path, config), x, batch)
+    return {f"block{i}": b for i, b in enumerate(blocks, start=1)}
 
 
 def _batches(x: np.ndarray, batch: int | None) -> list[np.ndarray]:

@@ -1,11 +1,13 @@
-"""``python -m parity.export ARCH``: a converted VGG as a SavedModel or TFLite file, checked against torchvision.
+"""``python -m parity.export ARCH``: a VGG as a SavedModel, TFLite or ONNX file, checked against torchvision.
 
 The weights are a ``.weights.h5`` written by ``python -m parity.convert``
 (``--weights FILE``, or ``--weights converted`` for the file
-``vgg_keras.VGG16(weights="converted")`` loads). The Keras model is built with
-those weights, exported, and the artifact is written under a temporary name
-in the target folder; it is then loaded back from disk (``tf.saved_model.load``,
-``tf.lite.Interpreter``), run on the fixed verification batch of
+``vgg_keras.VGG16(weights="converted")`` loads), or a torch checkpoint
+(``--checkpoint``). The artifact is written under a temporary name in the
+target folder (a SavedModel and quantized TFLite through a Keras model; fp32
+TFLite and ONNX straight from the layer plan and the weights, without
+TensorFlow); it is then loaded back from disk (``tf.saved_model.load``,
+LiteRT, onnxruntime), run on the fixed verification batch of
 ``parity.convert`` (and on four scikit-image photos through torchvision's
 preprocessing, when scikit-image is installed and the input is square), and
 compared with torchvision running the same weights on the same inputs. It is
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (formats and quantizations are checked by :func:`export`, in one line)."""
     parser = argparse.ArgumentParser(
         prog="python -m parity.export",
-        description="Export converted VGG weights as a SavedModel or TFLite file, verified against torchvision.",
+        description="Export converted VGG weights as a SavedModel, TFLite or ONNX file, verified against torchvision.",
     )
     parser.add_argument("arch", choices=list(PRESETS), help="torchvision architecture")
     parser.add_argument(
@@ -58,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of --weights: a torch checkpoint (.pth, .pt, .safetensors), exported in one step",
     )
     parser.add_argument(
-        "--format", required=True, metavar="|".join(FORMATS), help="saved_model (a folder) or tflite (a file)"
+        "--format",
+        required=True,
+        metavar="|".join(FORMATS),
+        help="saved_model (a folder), tflite or onnx (a file)",
     )
     parser.add_argument(
         "--quantize", default="none", metavar="|".join(QUANTIZATIONS), help="TFLite only (default none)"
@@ -78,15 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-format",
-        default="channels_last",
+        default=None,
         metavar="channels_last|channels_first",
-        help="input layout (default channels_last)",
+        help="input layout (default channels_first for onnx, channels_last otherwise)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="TFLite: the batch the file is verified at besides 1 (default 4); every file takes any batch",
+        help="TFLite, ONNX: the batch the file is verified at besides 1 (default 4); every file takes any batch",
     )
     parser.add_argument(
         "--calibration",
@@ -94,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="--quantize int8: a folder of images to calibrate on (default: a built-in set of 35)",
     )
     parser.add_argument(
-        "--output", required=True, metavar="PATH", help="SavedModel folder or .tflite file; its sidecar is PATH.json"
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="SavedModel folder, .tflite or .onnx file; its sidecar is PATH.json",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")

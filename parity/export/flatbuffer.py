@@ -35,13 +35,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from parity.core.config import BN_EPSILON, VGGConfig, layer_plan
+from parity.core.config import VGGConfig, layer_plan
 from parity.core.layouts import conv_oihw_to_ohwi, dense_columns_chw_to_hwc
+from parity.export.folding import feature_layers
 
 __all__ = ["ALIGNMENT", "adaptive_pool_matrix", "write_tflite"]
 
-#: A batch norm's tensors in torchvision's state dict, in the order :func:`_fold_batch_norm` reads them.
-BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 #: Byte alignment of every weight buffer in the file (what TensorFlow's converter uses; SIMD loads want it).
 ALIGNMENT = 16
 
@@ -57,15 +56,6 @@ def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
         start, end = (i * size) // out, -(-((i + 1) * size) // out)
         m[i, start:end] = 1.0 / (end - start)
     return m
-
-
-def _fold_batch_norm(
-    kernel: np.ndarray, bias: np.ndarray, state: Mapping[str, np.ndarray], bn: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """An OIHW kernel and its bias with batch norm ``bn`` (torch's module path) folded in, in float64."""
-    gamma, beta, mean, var = (np.asarray(state[f"{bn}.{k}"], np.float64) for k in BN_TENSORS)
-    scale = gamma / np.sqrt(var + BN_EPSILON)
-    return kernel.astype(np.float64) * scale[:, None, None, None], (bias.astype(np.float64) - mean) * scale + beta
 
 
 class _Graph:
@@ -193,17 +183,11 @@ def _fc1_for_map(config: VGGConfig, kernel: np.ndarray, shape: list[int]) -> tup
 
 def _features(g: _Graph, config: VGGConfig, state: Mapping[str, np.ndarray], x: int, shape: list[int]):
     """Convolutions (batch norm folded in) and max pools, stage by stage; returns the last pool's tensor and shape."""
-    specs = list(layer_plan(config, include_top=False))
-    for i, spec in enumerate(specs):
-        if spec.kind == "conv":
-            kernel, bias = state[f"{spec.torch_name}.weight"], state[f"{spec.torch_name}.bias"]
-            following = specs[i + 1] if i + 1 < len(specs) else None
-            if following is not None and following.kind == "bn":
-                kernel, bias = _fold_batch_norm(kernel, bias, state, following.torch_name)
-            x, shape = _conv(g, x, shape, spec.keras_name, kernel, bias)
-        elif spec.kind == "pool":
-            name = f"vgg/{spec.keras_name}/MaxPool"
-            x, shape = _pool(g, x, shape, name, g.s.BuiltinOperator.MAX_POOL_2D, (2, 2))
+    for layer in feature_layers(config, state):
+        if layer.kind == "conv":
+            x, shape = _conv(g, x, shape, layer.name, layer.kernel, layer.bias)
+        else:
+            x, shape = _pool(g, x, shape, f"vgg/{layer.name}/MaxPool", g.s.BuiltinOperator.MAX_POOL_2D, (2, 2))
     return x, shape
 
 

@@ -24,14 +24,22 @@ __all__ = [
     "UsageError",
     "check_options",
     "check_output",
+    "default_data_format",
     "resolve_export_weights",
 ]
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
+#: The formats written as one file, with the suffix each must have.
+FILE_SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 QUANTIZATIONS = ("none", "float16", "dynamic-int8", "int8")
 DEFAULT_INPUT_SIZE = (224, 224)
-#: The batch a TFLite file is verified at besides 1.
+#: The batch a TFLite or ONNX file is verified at besides 1.
 DEFAULT_VERIFY_BATCH = 4
+
+
+def default_data_format(fmt: str) -> str:
+    """The input layout of a format's artifact when none is asked for: NCHW for ONNX (torch's), else NHWC (Keras')."""
+    return "channels_first" if fmt == "onnx" else "channels_last"
 
 
 def resolve_export_weights(arch: str, weights: str) -> Path:
@@ -79,10 +87,11 @@ def check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
             the weights or their sidecar.
     """
     shown = f"output={os.fspath(path)!r}"
-    if fmt == "tflite" and path.suffix != ".tflite":
-        raise UsageError(f"--format tflite writes one file: --output must end in .tflite. Received: {shown}")
+    suffix = FILE_SUFFIXES.get(fmt)
+    if suffix is not None and path.suffix != suffix:
+        raise UsageError(f"--format {fmt} writes one file: --output must end in {suffix}. Received: {shown}")
     if fmt == "saved_model" and (
-        path.suffix in (".tflite", ".h5", ".keras", ".json") or path.name.endswith(".weights.h5")
+        path.suffix in (".tflite", ".onnx", ".h5", ".keras", ".json") or path.name.endswith(".weights.h5")
     ):
         raise UsageError(
             f"--format saved_model writes a folder: name a folder, not a {path.suffix} file. Received: {shown}"
@@ -97,9 +106,9 @@ def check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
     if path.exists() or path.is_symlink():
         if not force:
             raise UsageError(f"Output exists: pass --force to overwrite it. Received: {shown}")
-        if fmt == "tflite" and path.is_dir():
+        if suffix is not None and path.is_dir():
             raise UsageError(
-                f"Output is a folder, and --format tflite writes a file: name a .tflite file. Received: {shown}"
+                f"Output is a folder, and --format {fmt} writes a file: name a {suffix} file. Received: {shown}"
             )
         if fmt == "saved_model" and not path.is_dir():
             raise UsageError(
@@ -118,10 +127,11 @@ def check_options(
     """Raises UsageError on an option that cannot work, before anything loads."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
-    if fmt == "saved_model" and quantize != "none":
+    if fmt != "tflite" and quantize != "none":
+        kind = "a SavedModel" if fmt == "saved_model" else "an ONNX file"
         raise UsageError(
-            "Quantization applies to --format tflite only; a SavedModel keeps fp32 weights. Received: --format "
-            f"saved_model --quantize {quantize}"
+            f"Quantization applies to --format tflite only; {kind} keeps fp32 weights. Received: --format "
+            f"{fmt} --quantize {quantize}"
         )
     if quantize not in QUANTIZATIONS:
         raise UsageError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}. Received: --quantize {quantize}")
@@ -145,8 +155,8 @@ def check_options(
         return
     if isinstance(batch_size, bool) or batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer. Received: --batch-size {batch_size}")
-    if fmt != "tflite":
+    if fmt == "saved_model":
         raise UsageError(
-            "--batch-size sets the batch a TFLite file is verified at besides 1; a SavedModel is verified on "
-            f"whole input sets. Received: --format {fmt} --batch-size {batch_size}"
+            "--batch-size sets the batch a TFLite or ONNX file is verified at besides 1; a SavedModel is verified "
+            f"on whole input sets. Received: --format {fmt} --batch-size {batch_size}"
         )

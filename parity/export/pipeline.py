@@ -31,6 +31,7 @@ from parity.export.options import (
     DEFAULT_VERIFY_BATCH,
     check_options,
     check_output,
+    default_data_format,
     resolve_export_weights,
 )
 from parity.frameworks import import_frameworks
@@ -42,11 +43,15 @@ __all__ = ["EXPORT_FORMAT", "ExportResult", "export"]
 
 #: Format tag of the sidecar.
 EXPORT_FORMAT = "vgg-parity-export/1"
-#: The packages an export's figures depend on, by whether it is written without Keras (fp32 TFLite).
+#: The packages an export's figures depend on, by route: through Keras, or written directly (fp32 TFLite, ONNX).
 PACKAGES_USED = {
-    False: ("torch", "torchvision", "keras", "tensorflow", "ai-edge-litert", "numpy"),
-    True: ("torch", "torchvision", "ai-edge-litert", "flatbuffers", "numpy"),
+    "keras": ("torch", "torchvision", "keras", "tensorflow", "ai-edge-litert", "numpy"),
+    "tflite": ("torch", "torchvision", "ai-edge-litert", "flatbuffers", "numpy"),
+    "onnx": ("torch", "torchvision", "onnx", "onnxruntime", "numpy"),
 }
+#: What a dynamic-size ONNX file's second, odd size adds to ``--input-size``: 224 becomes 257 x 321, maps of
+#: 8 x 10 cells (adaptive windows of two cells that overlap: torch's floor and ceil both at work); 32 becomes 65 x 129.
+ODD_SIZE_STEP = (33, 97)
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,14 @@ class ExportPlan:
     Attributes:
         arch: Preset name.
         config: The network (class and input channel counts from the file).
-        fmt: ``"saved_model"`` or ``"tflite"``.
+        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
         quantize: The quantization.
         include_top: Whether the classifier is exported.
         data_format: The artifact's input layout.
         size: ``(height, width)`` verified at (and TFLite's fixed size).
-        spatial: The model's spatial input shape: ``size``, or ``(None, None)`` for a SavedModel that takes any size.
-        batch_size: The batch a TFLite file is verified at besides 1 (it takes any batch).
+        spatial: The model's spatial input shape: ``size``, or ``(None, None)`` for a SavedModel or ONNX file that
+            takes any size.
+        batch_size: The batch a TFLite or ONNX file is verified at besides 1 (it takes any batch).
         calibration: With ``int8``: a folder of calibration images (``None``: the built-in set).
         weights_path: The converted ``.weights.h5``.
         out_path: The artifact.
@@ -279,14 +285,26 @@ def _checked_arrays(plan: ExportPlan) -> dict[str, list[np.ndarray]]:
 def _references(
     plan: ExportPlan, state: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """The inputs the artifact is judged on, and torchvision's outputs on them (``state``: the weights exported)."""
+    """The inputs the artifact is judged on, and torchvision's outputs on them (``state``: the weights exported).
+
+    An ONNX file that takes any height and width is judged at an odd size too (:data:`ODD_SIZE_STEP`).
+    """
     inputs = export_check.reference_inputs(plan.config, plan.size, plan.quantize)
+    if plan.fmt == "onnx" and plan.spatial == (None, None):
+        odd = (plan.size[0] + ODD_SIZE_STEP[0], plan.size[1] + ODD_SIZE_STEP[1])
+        noise = np.random.default_rng(1234).standard_normal((2, plan.config.in_channels, *odd), np.float32)
+        inputs[f"verification {odd[0]}x{odd[1]}"] = noise
     return inputs, export_check.torch_outputs(state, plan.config, inputs, plan.include_top)
 
 
 def _writes_directly(plan: ExportPlan) -> bool:
-    """Whether the artifact is written from the arrays alone (fp32 TFLite), without Keras or TensorFlow."""
-    return plan.fmt == "tflite" and plan.quantize == "none"
+    """Whether the artifact is written from the arrays alone (ONNX, fp32 TFLite), without Keras or TensorFlow."""
+    return plan.fmt == "onnx" or (plan.fmt == "tflite" and plan.quantize == "none")
+
+
+def _route(plan: ExportPlan) -> str:
+    """``"onnx"``, ``"tflite"`` (fp32, written directly) or ``"keras"`` (built in Keras, exported by TensorFlow)."""
+    return plan.fmt if _writes_directly(plan) else "keras"
 
 
 def _write_artifact(
@@ -296,10 +314,19 @@ def _write_artifact(
     temps: list[Path],
     quiet: bool,
 ) -> None:
-    """Writes the SavedModel or the TFLite file at ``staged`` (scratch paths go in ``temps``).
+    """Writes the SavedModel, the TFLite or the ONNX file at ``staged`` (scratch paths go in ``temps``).
 
-    ``source`` is the Keras model, or (fp32 TFLite, :func:`_writes_directly`) the torchvision-layout state dict.
+    ``source`` is the Keras model, or (ONNX, fp32 TFLite: :func:`_writes_directly`) the torchvision-layout
+    state dict.
     """
+    if isinstance(source, dict) and plan.fmt == "onnx":
+        from parity.export.onnx_graph import write_onnx
+
+        log(f"Writing the ONNX file from the layer plan (input {plan.input_signature}, fp32)", quiet)
+        write_onnx(
+            staged, plan.config, source, include_top=plan.include_top, data_format=plan.data_format, size=plan.size
+        )
+        return
     if isinstance(source, dict):
         from parity.export.flatbuffer import write_tflite
 
@@ -344,25 +371,35 @@ def _judge(
     """Runs the artifact from disk on every input set and compares it with torchvision's outputs."""
     log(f"Loading {plan.fmt} back from disk and comparing with torchvision", quiet)
     figures: dict[str, dict[str, object]] = {}
-    # A TFLite file is resized to every batch it is run at: batch 1, and plan.batch_size. Every input set goes
-    # through one interpreter per batch (loading a file packs its weights: once, not once per set).
-    batches = (plan.batch_size, 1) if plan.fmt == "tflite" else (None,)
-    keys = list(inputs)
-    stops = np.cumsum([len(inputs[k]) for k in keys])[:-1]
+    # A TFLite or ONNX file is run at every batch it is checked at: batch 1, and plan.batch_size. The input sets
+    # of one size go through one interpreter or session per batch (loading a file packs its weights: once, not
+    # once per set).
+    batches = (plan.batch_size, 1) if plan.fmt in ("tflite", "onnx") else (None,)
+    by_size: dict[tuple[int, ...], list[str]] = {}
+    for key, x in inputs.items():
+        by_size.setdefault(x.shape[1:], []).append(key)
     for batch in batches:
-        together = export_check.run_artifact(
-            staged, plan.fmt, np.concatenate([inputs[k] for k in keys]), plan.data_format, batch=batch
-        )
-        parts = {name: np.split(v, stops) for name, v in together.items()}
-        for i, key in enumerate(keys):
-            x, got = inputs[key], {name: v[i] for name, v in parts.items()}
-            name = key if batch is None or batch == batches[0] else f"{key} at batch {batch}"
-            figures[name] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
-            at = "" if batch is None else f", run at batch {batch}"
-            title = (
-                f"{key}: {x.shape[0]} images {x.shape[2]}x{x.shape[3]}, {plan.fmt}{at}, quantization {plan.quantize}"
+        for keys in by_size.values():
+            stops = np.cumsum([len(inputs[k]) for k in keys])[:-1]
+            together = export_check.run_artifact(
+                staged,
+                plan.fmt,
+                np.concatenate([inputs[k] for k in keys]),
+                plan.data_format,
+                batch=batch,
+                config=plan.config,
             )
-            log(export_check.table(figures[name], title), quiet)
+            parts = {name: np.split(v, stops) for name, v in together.items()}
+            for i, key in enumerate(keys):
+                x, got = inputs[key], {name: v[i] for name, v in parts.items()}
+                name = key if batch is None or batch == batches[0] else f"{key} at batch {batch}"
+                figures[name] = export_check.compare(references[key], got, TOLERANCES[plan.quantize], plan.include_top)
+                at = "" if batch is None else f", run at batch {batch}"
+                title = (
+                    f"{key}: {x.shape[0]} images {x.shape[2]}x{x.shape[3]}, {plan.fmt}{at}, "
+                    f"quantization {plan.quantize}"
+                )
+                log(export_check.table(figures[name], title), quiet)
     failed = "; ".join(f"{k}: {', '.join(f['failures'])}" for k, f in figures.items() if not f["passed"])  # type: ignore[arg-type]
     if failed:
         log(f"Export check FAILED ({failed}): {plan.out_path} not written.", False)
@@ -385,7 +422,11 @@ def _sidecar(
     else:
         weights_sha = json.loads(weights_sidecar.read_text())["sha256"] if weights_sidecar.is_file() else None
     stages = len(plan.config.stages)
-    endpoints = ["serve", "serving_default", "blocks"] if plan.fmt == "saved_model" else ["single signature"]
+    endpoints = {
+        "saved_model": ["serve", "serving_default", "blocks"],
+        "tflite": ["single signature"],
+        "onnx": ["one graph: input 'images', output 'output'"],
+    }[plan.fmt]
     return {
         "format": EXPORT_FORMAT,
         "artifact": plan.out_path.name,
@@ -406,7 +447,7 @@ def _sidecar(
             "sha256": weights_sha,
             **{k: weights_record.get(k) for k in ("source", "versions", "verification")},
         },
-        "versions": package_versions(PACKAGES_USED[_writes_directly(plan)]),
+        "versions": package_versions(PACKAGES_USED[_route(plan)]),
         "verification": {
             "reference": "torchvision-layout state dict read back from the weights file, "
             "run by vgg_torch (eval mode, fp32)",
@@ -430,7 +471,7 @@ def export(
     quantize: str = "none",
     input_size: Sequence[int] | None = None,
     include_top: bool | None = None,
-    data_format: str = "channels_last",
+    data_format: str | None = None,
     batch_size: int | None = None,
     calibration: str | os.PathLike[str] | None = None,
     force: bool = False,
@@ -445,22 +486,25 @@ def export(
         checkpoint: Instead of ``weights``: a torch checkpoint of ``arch`` (``.pth``, ``.pt``,
             ``.safetensors``), checked as ``parity.convert`` checks it and exported in the same
             process, without a ``.weights.h5`` in between; the reference runs its own tensors.
-        fmt: ``"saved_model"`` or ``"tflite"``.
-        output: Target folder (SavedModel) or ``.tflite`` file.
+        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
+        output: Target folder (SavedModel), ``.tflite`` or ``.onnx`` file.
         quantize: ``"none"``, ``"float16"``, ``"dynamic-int8"`` (int8 weights, float activations) or
             ``"int8"`` (full integer: int8 weights and activations, float input and output); TFLite only.
         input_size: ``(height, width)``: TFLite's fixed size (default 224 x 224);
-            for a SavedModel only the size verified at (its signature takes
-            any size >= 32 when the config has the adaptive pool).
+            for a SavedModel or ONNX file only the size verified at (they take
+            any size >= 32 when the config has the adaptive pool; an ONNX file is
+            then verified at an odd size too, 257 x 321 for 224 x 224).
         include_top: Whether to export the classifier; default: what the file holds.
-        data_format: Input layout of the artifact.
-        batch_size: TFLite: the batch the file is verified at besides 1 (default
-            4); every TFLite file takes any batch (``resize_tensor_input``).
+        data_format: Input layout of the artifact; default ``"channels_first"`` for ONNX (torch's NCHW),
+            ``"channels_last"`` otherwise.
+        batch_size: TFLite and ONNX: the batch the file is verified at besides 1
+            (default 4); every such file takes any batch.
         calibration: With ``quantize="int8"``: a folder of images from your
             domain; default: a built-in set of 35 crops of scikit-image pictures.
         force: Whether to replace an existing output.
         quiet: No progress messages.
-        model_builder: Replaces :func:`parity.export.write.build_export_model` (tests build broken models with it).
+        model_builder: Replaces :func:`parity.export.write.build_export_model` (tests build broken models with
+            it); not used by the ONNX route, which builds no Keras model.
 
     Returns:
         The result; ``output`` is ``None`` (nothing written) when the check failed.
@@ -476,6 +520,7 @@ def export(
     """
     if arch not in PRESETS:
         raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
+    data_format = data_format or default_data_format(fmt)
     check_options(arch, fmt, quantize, input_size, data_format, batch_size)
     calibration_folder = check_calibration(calibration, quantize)
     weights_path = _source_path(arch, weights, checkpoint)
@@ -496,7 +541,7 @@ def export(
     else:
         saved, file_top, weights_record = _file_record(arch, weights_path)
     plan = _plan(arch, saved, file_top, weights_path, out_path, options, input_size, include_top)
-    direct = _writes_directly(plan) and model_builder is None
+    direct = _writes_directly(plan) and (model_builder is None or plan.fmt == "onnx")
     import_frameworks("the export", "python -m parity.export", keras=not direct)
     if state is None:
         log(f"Reading {plan.arch} from {plan.weights_path}", quiet)
@@ -513,7 +558,7 @@ def export(
         del arrays
     del state
     with export_write.staging(out_path) as temps:
-        staged = export_write.temp_name(out_path, ".tmp" + (".tflite" if fmt == "tflite" else ""))
+        staged = export_write.temp_name(out_path, ".tmp" + {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt, ""))
         temps.append(staged)
         try:
             _write_artifact(plan, source, staged, temps, quiet)

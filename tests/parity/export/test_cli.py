@@ -15,13 +15,15 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import parity.export.flatbuffer
+import parity.export.onnx_graph
 import parity.export.write
 from parity.export import main
 from parity.export.check import TOLERANCES, constant_transposes, float_weight_ops, table, tflite_ops
-from tests.conftest import run_python, tensorflow_blocked
+from tests.conftest import preset_params, run_python, tensorflow_blocked
 from tests.parity.export.conftest import ARCH, SEED
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -165,10 +167,12 @@ def test_output_folder_missing(features_file: Path, tmp_path: Path, capsys: pyte
         (["--quantize", "int8"], "saved_model", "m", "Quantization applies to --format tflite only"),
         (["--quantize", "float16"], "saved_model", "m", "Quantization applies to --format tflite only"),
         (["--quantize", "int9"], "tflite", "m.tflite", "--quantize must be one of none, float16, dynamic-int8, int8"),
-        ([], "onnx", "m.onnx", "--format must be one of saved_model, tflite"),
+        ([], "coreml", "m.mlmodel", "--format must be one of saved_model, tflite, onnx"),
+        ([], "onnx", "m.tflite", "must end in .onnx"),
+        (["--quantize", "dynamic-int8"], "onnx", "m.onnx", "an ONNX file keeps fp32 weights"),
         ([], "tflite", "m.bin", "must end in .tflite"),
         (["--data-format", "nchw"], "tflite", "m.tflite", "--data-format must be"),
-        (["--batch-size", "4"], "saved_model", "m", "--batch-size sets the batch a TFLite file is verified at"),
+        (["--batch-size", "4"], "saved_model", "m", "--batch-size sets the batch a TFLite or ONNX file is verified"),
         (["--calibration", "."], "tflite", "m.tflite", "--calibration applies to --quantize int8 only"),
         (["--quantize", "int8", "--input-size", "224", "256"], "tflite", "m.tflite", "needs a square input"),
     ],
@@ -195,7 +199,7 @@ def test_input_size_too_small(features_file: Path, tmp_path: Path, capsys: pytes
     assert _listing(tmp_path) == []
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
 @pytest.mark.slow
 def test_disk_full_while_writing_leaves_nothing(
     fmt: str,
@@ -215,9 +219,11 @@ def test_disk_full_while_writing_leaves_nothing(
 
     if fmt == "saved_model":
         monkeypatch.setattr(parity.export.write, "write_saved_model", lambda model, path, *a: full_disk(path))
+    elif fmt == "onnx":
+        monkeypatch.setattr(parity.export.onnx_graph, "write_onnx", lambda path, *a, **k: full_disk(path))
     else:  # the fp32 TFLite file is written from the arrays, without TensorFlow's converter
         monkeypatch.setattr(parity.export.flatbuffer, "write_tflite", lambda path, *a, **k: full_disk(path))
-    out = tmp_path / ("m.tflite" if fmt == "tflite" else "m")
+    out = tmp_path / {"tflite": "m.tflite", "onnx": "m.onnx"}.get(fmt, "m")
     code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
     _assert_refused(code, err, "No space left on device")
     assert _listing(tmp_path) == []
@@ -383,3 +389,127 @@ def test_both_routes_write_the_same_file(full_checkpoint: Path, full_weights: Pa
                       "--output", os.fspath(tmp_path / "converted.tflite"))  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "direct.tflite").read_bytes() == (tmp_path / "converted.tflite").read_bytes()
+
+
+# --------------------------------------------------------------------------- ONNX
+def _onnx_args(source: tuple[str, ...], out: Path, *extra: str, arch: str = ARCH) -> list[str]:
+    return [arch, *source, "--format", "onnx", "--output", os.fspath(out), *extra]
+
+
+def _assert_onnx_figures(sidecar: dict, sets: set[str], batch: int) -> None:
+    """Every set judged at ``batch`` and at 1, blocks included at ``batch``, all within the fp32 bound."""
+    figures = sidecar["verification"]["figures"]
+    assert set(figures) == sets | {f"{k} at batch 1" for k in sets}
+    stages = len(sidecar["config"]["stages"])
+    for name, f in figures.items():
+        worst = max(r["max_rel"] for r in f["rows"])
+        assert f["passed"] and worst <= TOLERANCES["none"].output_rtol, table(f, name)
+        if "at batch 1" not in name:
+            assert {r["name"] for r in f["rows"]} == {f"block{i}" for i in range(1, stages + 1)} | {"output"}
+    assert sidecar["export"]["format"] == "onnx" and sidecar["export"]["data_format"] == "channels_first"
+    assert "tensorflow" not in sidecar["versions"] and "onnxruntime" in sidecar["versions"]
+    assert sidecar["versions"]["onnx"] and sidecar["verification"]["passed"]
+
+
+@pytest.mark.slow
+def test_onnx_export_of_the_features_loads_no_tensorflow(features_file: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A features-only ONNX file at 32 px, judged at 32 and 65 x 129, at batch 2 and 1; TensorFlow never loaded."""
+    env, tensorflow_imports = tensorflow_blocked(tmp_path / "child")
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    args = _onnx_args(("--weights", os.fspath(features_file)), out, "--input-size", "32", "32", "--batch-size", "2")
+    done = run_python("", "-m", "parity.export", *args, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not tensorflow_imports.exists(), tensorflow_imports.read_text()[-3000:]
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    _assert_onnx_figures(sidecar, {"verification", "photos", "verification 65x129"}, batch=2)
+    assert sidecar["export"]["input_signature"] == [None, 3, None, None]
+    assert _listing(out.parent) == ["m.onnx", "m.onnx.json"]
+
+
+@pytest.mark.slow
+def test_wrong_onnx_file_is_refused_and_not_written(
+    features_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """Batch norm folded with the wrong epsilon: the check fails at block1, exit 1, nothing left behind."""
+    import parity.export.folding
+
+    monkeypatch.setattr(parity.export.folding, "BN_EPSILON", 1e-3)
+    out = tmp_path / "m.onnx"
+    code = main(_onnx_args(("--weights", os.fspath(features_file)), out, "--input-size", "32", "32"))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Export check FAILED" in err and "block1 differs" in err
+    assert _listing(tmp_path) == []
+
+
+def _random_checkpoint(arch: str, folder: Path) -> tuple[Path, dict]:
+    import torch
+
+    from parity.convert.random_weights import randomized_state_dict
+    from parity.core.config import PRESETS
+
+    state = randomized_state_dict(PRESETS[arch], SEED)
+    path = folder / f"{arch}_random_all_seed{SEED}.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, path)
+    return path, state
+
+
+@pytest.mark.full
+def test_onnx_with_torchs_fc1_rows_after_an_nhwc_flatten_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vgg11_bn's map flattened in H*W*C order (as a Keras port flattens) with fc1's rows left in torch's order.
+
+    At 32 px (fc1 is full size whatever the input): the check fails on the output with every block
+    within bound, exits 1, and writes nothing.
+    """
+    import parity.export.onnx_graph as onnx_graph
+
+    def nhwc_flatten(g: onnx_graph._Graph, x: str) -> str:
+        return g.node("Flatten", [g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])], "flatten", axis=1)
+
+    checkpoint, _ = _random_checkpoint(ARCH, tmp_path)
+    monkeypatch.setattr(onnx_graph, "_flatten", nhwc_flatten)
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    code = main(_onnx_args(("--checkpoint", os.fspath(checkpoint)), out, "--input-size", "32", "32", "--quiet"))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "output differs" in err and "block5 differs" not in err
+    assert _listing(out.parent) == []
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("arch", preset_params(marks=[pytest.mark.full]))
+def test_checkpoint_to_verified_onnx(arch: str, tmp_path: Path) -> None:
+    """A .pth to an ONNX file judged at 224 and 257 x 321 at batch 2 and 1, then run again at 97 x 161 here.
+
+    The export runs in a child process with TensorFlow blocked; the file is then run by onnxruntime in this
+    process (torch, TensorFlow and onnxruntime together) against torch on the same tensors.
+    """
+    from parity.convert.to_keras import torch_reference
+    from parity.core.config import PRESETS
+    from parity.export.check import onnx_session
+
+    checkpoint, state = _random_checkpoint(arch, tmp_path)
+    env, tensorflow_imports = tensorflow_blocked(tmp_path / "child")
+    out = tmp_path / "out" / f"{arch}.onnx"
+    out.parent.mkdir()
+    done = run_python("", "-m", "parity.export", *_onnx_args(("--checkpoint", os.fspath(checkpoint)), out,
+                      "--batch-size", "2", arch=arch), env=env)  # fmt: skip
+    print(done.stderr[-6000:], file=sys.stderr)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not tensorflow_imports.exists(), tensorflow_imports.read_text()[-3000:]
+    _assert_onnx_figures(json.loads(Path(f"{out}.json").read_text()), {"verification", "photos",
+                         "verification 257x321"}, batch=2)  # fmt: skip
+    x = np.random.default_rng(5).standard_normal((2, 3, 97, 161), dtype=np.float32)  # 3 x 5 maps
+    ref = torch_reference(state, PRESETS[arch], x, True)["logits"]
+    session = onnx_session(out)
+    for batch in (2, 1):
+        got = session.run(None, {"images": x[:batch]})[0]
+        assert np.max(np.abs(got - ref[:batch])) / np.max(np.abs(ref)) <= TOLERANCES["none"].output_rtol
+    assert _listing(out.parent) == [f"{arch}.onnx", f"{arch}.onnx.json"]

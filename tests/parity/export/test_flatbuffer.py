@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import parity.export.flatbuffer as flatbuffer
+import parity.export.folding as folding
 from parity.convert.random_weights import randomized_state_dict
 from parity.convert.to_keras import torch_reference
 from parity.core.config import PRESETS, RECIPES, VGGConfig
@@ -143,7 +144,7 @@ def test_adaptive_pool_matrix_is_torchs() -> None:
 
 
 def test_wrong_batch_norm_epsilon_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flatbuffer, "BN_EPSILON", 1e-3)
+    monkeypatch.setattr(folding, "BN_EPSILON", 1e-3)
     path, state = _write(tmp_path, SMALL, (64, 64))
     with pytest.raises(AssertionError):
         _check_against_torch(path, state, SMALL, (64, 64))

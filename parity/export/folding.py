@@ -1,0 +1,89 @@
+"""What the directly written files (TFLite, ONNX) share: the feature layers, batch norm folded in.
+
+Both writers walk the layer plan (:func:`parity.core.config.layer_plan`) over
+torchvision's state dict with :func:`feature_layers`: each convolution with
+the batch norm after it folded in, in float64 (the writer rounds once to
+float32), and each max pool. The result is what torch computes in eval mode up
+to that one rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from parity.core.config import BN_EPSILON, VGGConfig, layer_plan
+
+__all__ = ["BN_TENSORS", "FeatureLayer", "feature_layers", "fold_batch_norm"]
+
+#: A batch norm's tensors in torchvision's state dict, in the order :func:`fold_batch_norm` reads them.
+BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def fold_batch_norm(
+    kernel: np.ndarray, bias: np.ndarray, state: Mapping[str, np.ndarray], bn: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An OIHW kernel and its bias with batch norm ``bn`` (torch's module path) folded in, in float64.
+
+    Args:
+        kernel: The convolution's ``(out, in, kh, kw)`` weight.
+        bias: Its ``(out,)`` bias.
+        state: torchvision's state dict (numpy), holding ``{bn}.weight``, ``.bias``, ``.running_mean``,
+            ``.running_var``.
+        bn: The batch norm's module path, e.g. ``"features.1"``.
+
+    Returns:
+        The folded kernel and bias, float64 (the caller rounds them once).
+
+    Examples:
+        >>> import numpy as np
+        >>> state = {"bn.weight": np.ones(2), "bn.bias": np.zeros(2), "bn.running_mean": np.zeros(2),
+        ...          "bn.running_var": np.full(2, 1 - 1e-5)}
+        >>> k, b = fold_batch_norm(np.ones((2, 1, 3, 3)), np.ones(2), state, "bn")
+        >>> float(k[0, 0, 0, 0]), float(b[1])
+        (1.0, 1.0)
+    """
+    gamma, beta, mean, var = (np.asarray(state[f"{bn}.{k}"], np.float64) for k in BN_TENSORS)
+    scale = gamma / np.sqrt(var + BN_EPSILON)
+    return kernel.astype(np.float64) * scale[:, None, None, None], (bias.astype(np.float64) - mean) * scale + beta
+
+
+@dataclass(frozen=True)
+class FeatureLayer:
+    """One layer of the convolutional part as a directly written file holds it.
+
+    Attributes:
+        kind: ``"conv"`` (3x3, stride 1, padding 1, ReLU after) or ``"pool"`` (2x2 max pool, stride 2).
+        name: Its Keras name (``block{b}_conv{i}``, ``block{b}_pool``).
+        kernel: A convolution's OIHW kernel with its batch norm folded in (float64 where folded), else ``None``.
+        bias: Its bias, likewise.
+    """
+
+    kind: str
+    name: str
+    kernel: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterator[FeatureLayer]:
+    """The convolutions (each batch norm folded into the convolution before it) and max pools, in order.
+
+    Args:
+        config: The network.
+        state: torchvision's state dict (numpy).
+
+    Yields:
+        One :class:`FeatureLayer` per convolution and per pool.
+    """
+    specs = list(layer_plan(config, include_top=False))
+    for i, spec in enumerate(specs):
+        if spec.kind == "conv":
+            kernel, bias = state[f"{spec.torch_name}.weight"], state[f"{spec.torch_name}.bias"]
+            following = specs[i + 1] if i + 1 < len(specs) else None
+            if following is not None and following.kind == "bn":
+                kernel, bias = fold_batch_norm(kernel, bias, state, following.torch_name)
+            yield FeatureLayer("conv", spec.keras_name, kernel, bias)
+        elif spec.kind == "pool":
+            yield FeatureLayer("pool", spec.keras_name)
