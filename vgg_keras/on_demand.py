@@ -81,6 +81,13 @@ def convert_on_demand(record: WeightsRecord, path: Path) -> None:
     def waiting() -> None:
         print(f"Waiting for another process converting {record.arch} {record.name} ...", file=sys.stderr, flush=True)
 
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # the claim's lock file lives there
+    except OSError as e:
+        raise RuntimeError(
+            f"Keras' cache folder {path.parent} cannot be created ({e.strerror or type(e).__name__}): set KERAS_HOME "
+            f"to a writable folder. Received: weights='converted'"
+        ) from None
     with claim(path, on_wait=waiting):
         if path.exists():
             return  # converted by the process this one waited for

@@ -19,7 +19,7 @@ from parity.cli import UsageError
 from parity.core.checkpoint import FOLDER_WEIGHTS
 from parity.core.errors import first_line
 
-__all__ = ["HUB_SCHEME", "fetch_hub_folder", "is_hub_reference"]
+__all__ = ["HUB_SCHEME", "check_hub_reference", "fetch_hub_folder", "is_hub_reference"]
 
 #: The prefix that names a hub repository instead of a local path.
 HUB_SCHEME = "hf://"
@@ -28,6 +28,18 @@ HUB_SCHEME = "hf://"
 def is_hub_reference(checkpoint: str | os.PathLike[str]) -> bool:
     """Whether a ``--checkpoint`` argument names a hub repository (``hf://org/name``)."""
     return isinstance(checkpoint, str) and checkpoint.startswith(HUB_SCHEME)
+
+
+def check_hub_reference(reference: str) -> tuple[str, str]:
+    """Splits ``hf://org/name@revision`` into the repository id and the revision (``""`` for the default).
+
+    Raises:
+        UsageError: If the reference is not ``hf://ORG/NAME`` with an optional ``@REVISION``.
+    """
+    repo_id, _, revision = reference.removeprefix(HUB_SCHEME).partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UsageError(f"A hub checkpoint is hf://ORG/NAME, optionally @REVISION. Received: checkpoint={reference!r}")
+    return repo_id, revision
 
 
 def fetch_hub_folder(reference: str) -> Path:
@@ -49,9 +61,7 @@ def fetch_hub_folder(reference: str) -> Path:
         PosixPath('/root/.cache/huggingface/hub/models--timm--vgg16.tv_in1k/snapshots/...')
     """
     shown = f"checkpoint={reference!r}"
-    repo_id, _, revision = reference.removeprefix(HUB_SCHEME).partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise UsageError(f"A hub checkpoint is hf://ORG/NAME, optionally @REVISION. Received: {shown}")
+    repo_id, revision = check_hub_reference(reference)
     try:
         from huggingface_hub import snapshot_download
     except ImportError:

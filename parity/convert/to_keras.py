@@ -27,6 +27,7 @@ bottom in the order they run; the CLI is :mod:`parity.convert`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.cli import UsageError, check_new_output, check_report_path, log
+from parity.convert.hub import check_hub_reference, fetch_hub_folder, is_hub_reference
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir
 from parity.core.checkpoint import (
     CheckpointError,
@@ -351,21 +353,33 @@ def _checked_source(
         if not isinstance(seed, int) or seed < 0:
             raise UsageError(f"--seed must be a non-negative integer. Received: --seed {seed}")
         return _Source(arch, None, None, init, seed)
-    given = None
-    from parity.convert.hub import fetch_hub_folder, is_hub_reference
-
     if is_hub_reference(checkpoint):
-        given, checkpoint = checkpoint, os.fspath(fetch_hub_folder(checkpoint))
-    path = check_checkpoint_path(checkpoint)
-    if path.is_dir():
-        declared = (read_folder_config(path) or {}).get("architecture")
-        named = declared.split(".")[0] if isinstance(declared, str) else None
-        if named is not None and named != arch:
-            hint = f": convert it as `python -m parity.convert {named} --checkpoint PATH`" if named in PRESETS else ""
-            raise UsageError(
-                f"The folder's config.json describes {declared}, not {arch}{hint}. Received: architecture={declared!r}"
-            )
-    return _Source(arch, None, checkpoint, None, seed, key, given)
+        check_hub_reference(checkpoint)
+        return _Source(arch, None, None, None, seed, key, checkpoint)  # fetched by _fetched, after the output checks
+    _check_folder(check_checkpoint_path(checkpoint), arch)
+    return _Source(arch, None, checkpoint, None, seed, key)
+
+
+def _fetched(source: _Source) -> _Source:
+    """The source with an ``hf://`` checkpoint downloaded (a local folder from then on), and its folder checked."""
+    if source.given is None or source.checkpoint is not None:
+        return source
+    folder = fetch_hub_folder(source.given)
+    _check_folder(check_checkpoint_path(folder), source.arch)
+    return dataclasses.replace(source, checkpoint=os.fspath(folder))
+
+
+def _check_folder(path: Path, arch: str) -> None:
+    """Refuses a Hugging Face style folder whose ``config.json`` names another architecture than ``arch``."""
+    if not path.is_dir():
+        return
+    declared = (read_folder_config(path) or {}).get("architecture")
+    named = declared.split(".")[0] if isinstance(declared, str) else None
+    if named is not None and named != arch:
+        hint = f": convert it as `python -m parity.convert {named} --checkpoint PATH`" if named in PRESETS else ""
+        raise UsageError(
+            f"The folder's config.json describes {declared}, not {arch}{hint}. Received: architecture={declared!r}"
+        )
 
 
 def _read_state(
@@ -533,7 +547,7 @@ def read_checkpoint(
         >>> config.num_classes, provenance["sha256"][:8]  # doctest: +SKIP
         (10, '3f2a9c1e')
     """
-    source = _checked_source(arch, None, os.fspath(checkpoint), None, 0)
+    source = _fetched(_checked_source(arch, None, os.fspath(checkpoint), None, 0))
     state, provenance, found = _read_state(source, None, quiet)
     state, config = _checked_state(source, state, None, quiet, found)
     return state, config, provenance
@@ -610,9 +624,10 @@ def convert(
     """
     source = _checked_source(arch, weights, checkpoint, init, seed, key)
     check_num_classes(num_classes)
-    default = _default_output(arch, source.record, source.checkpoint, init, seed)
+    default = _default_output(arch, source.record, source.given or source.checkpoint, init, seed)
     out_path = _check_output(Path(output).expanduser() if output else default, force, source.record)
     report_path = check_report_path(report, out_path) if report is not None else None
+    source = _fetched(source)
 
     import_frameworks()
     started = time.perf_counter()

@@ -265,8 +265,11 @@ def claim(target: Path, on_wait: Callable[[], None] | None = None) -> Iterator[N
     holder's lock is released by the kernel; its file is reused and removed by
     the next claim.
 
+    Where the lock file cannot be created (a read-only folder) or ``flock`` is
+    missing, nothing is locked.
+
     Args:
-        target: The file to produce.
+        target: The file to produce; its folder must exist.
         on_wait: Called once if another process holds the claim, before waiting.
     """
     lock = target.with_name(f".{target.name}.lock")
@@ -275,7 +278,11 @@ def claim(target: Path, on_wait: Callable[[], None] | None = None) -> Iterator[N
         return
     waited = False
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only folder: nothing can be produced there, and the producer will say so
+            yield
+            return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

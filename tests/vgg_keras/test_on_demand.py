@@ -197,3 +197,11 @@ def test_real_conversion_killed_then_two_processes_at_once(tmp_path: Path) -> No
     target = folder / record.keras_filename
     assert sorted(p.name for p in folder.iterdir()) == sorted([target.name, sidecar_path(target).name])
     assert run_python(code).stdout.strip() == "loaded"
+
+
+def test_missing_cache_folder_is_created_for_the_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "keras_home" / "models" / "vgg_parity_vgg11_IMAGENET1K_V1.weights.h5"
+    log = tmp_path / "conversions.log"
+    monkeypatch.setattr(vgg_keras.on_demand, "conversion_command", _writer_command(log, delay=0))
+    vgg_keras.on_demand.convert_on_demand(get_weights_record("vgg11"), target)
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, sidecar_path(target).name])

@@ -129,6 +129,9 @@ def test_hf_reference_without_huggingface_hub(monkeypatch: pytest.MonkeyPatch, c
     assert "pip install huggingface_hub" in line and line.endswith("Received: checkpoint='hf://timm/vgg16.tv_in1k'")
     line = _refused(capsys, "vgg16", "--checkpoint", "hf://vgg16")
     assert "hf://ORG/NAME" in line
+    # A bad output is refused before anything is downloaded.
+    line = _refused(capsys, "vgg16", "--checkpoint", "hf://timm/vgg16.tv_in1k", "--output", "x.h5")
+    assert "--output must end in .weights.h5" in line
 
 
 def test_hf_reference_offline(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
