@@ -225,3 +225,17 @@ def test_timm_checkpoint_of_every_preset(arch: str, tmp_path: Path) -> None:
     out = tmp_path / f"{arch}.weights.h5"
     assert main([arch, "--checkpoint", str(path), "--output", str(out), "--quiet"]) == 0
     assert _compare_with_timm(out, arch, timm_state, config.num_classes) <= RTOL
+
+
+def test_read_checkpoint_takes_a_folder_with_pytorch_model_bin(tmp_path: Path) -> None:
+    """What ``parity.export --checkpoint`` reads through: a timm folder whose weights are a pickle, read safely."""
+    from parity.convert.to_keras import read_checkpoint
+
+    folder = tmp_path / "vgg11_bn.tv_in1k"
+    folder.mkdir()
+    torch.save(_timm_expanded("vgg11_bn"), folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({"architecture": "vgg11_bn.tv_in1k", "num_classes": 1000}))
+    state, config, provenance = read_checkpoint("vgg11_bn", folder, quiet=True)
+    assert config.num_classes == 1000 and state["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
+    assert provenance["layout"] == "timm" and str(provenance["path"]).endswith("pytorch_model.bin")
+    assert provenance["config"] == {"architecture": "vgg11_bn.tv_in1k", "num_classes": 1000}
