@@ -25,6 +25,7 @@ from parity.convert import main
 from parity.convert.random_weights import randomized_state_dict
 from parity.core.checkpoint import load_checkpoint
 from parity.core.config import PRESETS, VGGConfig, torch_state_shapes
+from parity.core.errors import ConversionError
 from parity.core.state_dicts import layout_shapes, torchvision_to_timm
 from parity.core.weights_file import read_record
 from tests.conftest import preset_params, torch_state_dict
@@ -239,3 +240,7 @@ def test_read_checkpoint_takes_a_folder_with_pytorch_model_bin(tmp_path: Path) -
     assert config.num_classes == 1000 and state["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
     assert provenance["layout"] == "timm" and str(provenance["path"]).endswith("pytorch_model.bin")
     assert provenance["config"] == {"architecture": "vgg11_bn.tv_in1k", "num_classes": 1000}
+    # A config.json that disagrees with the weights' class count is refused.
+    (folder / "config.json").write_text(json.dumps({"architecture": "vgg11_bn", "num_classes": 10}))
+    with pytest.raises(ConversionError, match=r"config.json says 10 classes, its weights have 1000.*num_classes=10"):
+        read_checkpoint("vgg11_bn", folder, quiet=True)
