@@ -41,6 +41,7 @@ from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS
 from parity.core.checkpoint import CheckpointError
 from parity.core.config import PRESETS
 from parity.core.errors import ConversionError
+from parity.core.state_dicts import LAYOUTS
 
 __all__ = ["build_parser", "main"]
 
@@ -55,7 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_mutually_exclusive_group()
     names = sorted({n for recs in WEIGHTS.values() for n in recs})
     src.add_argument("--weights", choices=names, help=f"torchvision's published weights (default {DEFAULT_WEIGHTS})")
-    src.add_argument("--checkpoint", metavar="PATH", help="a local .pth/.pt/.safetensors checkpoint")
+    src.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="a checkpoint: a .pth/.pt/.bin/.ckpt/.safetensors file, a Hugging Face style folder "
+        "(model.safetensors or pytorch_model.bin, config.json) or hf://ORG/NAME; torchvision's or timm's "
+        "layout, bare or inside a training checkpoint (Lightning, EMA)",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="ENTRY",
+        help="with --checkpoint: the entry (e.g. state_dict_ema) or key prefix (e.g. ema_model) that holds the "
+        "state dict, when the checkpoint holds several",
+    )
     src.add_argument("--init", choices=INIT_CHOICES, help="random weights: torchvision's init, or every tensor random")
     parser.add_argument(
         "--to",
@@ -64,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="direction: torch -> Keras (default) or Keras -> torch",
     )
     parser.add_argument("--keras-weights", metavar="PATH", help="with --to torch: the Keras .weights.h5 to convert")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        help="with --to torch: the key layout written, torchvision's (default) or timm's "
+        "(pre_logits.fc1 as a 7x7 convolution, pre_logits.fc2, head.fc)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for --init (default 0)")
     parser.add_argument(
         "--output",
@@ -103,7 +122,7 @@ def _to_torch(args: argparse.Namespace) -> ConvertResult:
             "--to torch converts a Keras file: pass --keras-weights PATH (and no --weights, --checkpoint or --init). "
             f"Received: {' '.join(given) or 'no --keras-weights'}"
         )
-    return convert_to_torch(args.arch, args.keras_weights, **_shared_options(args))
+    return convert_to_torch(args.arch, args.keras_weights, layout=args.layout or "torchvision", **_shared_options(args))
 
 
 def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,10 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def work() -> ConvertResult:
         if args.to == "torch" or args.keras_weights is not None:
             return _to_torch(args)
+        if args.layout is not None:
+            raise UsageError(
+                "--layout picks the layout --to torch writes; a checkpoint's layout is recognized from its keys. "
+                f"Received: --layout {args.layout}"
+            )
         return convert(
             args.arch,
             weights=args.weights,
             checkpoint=args.checkpoint,
+            key=args.key,
             init=args.init,
             seed=args.seed,
             **_shared_options(args),

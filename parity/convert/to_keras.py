@@ -27,6 +27,7 @@ bottom in the order they run; the CLI is :mod:`parity.convert`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,11 +38,22 @@ from pathlib import Path
 import numpy as np
 
 from parity.cli import UsageError, check_new_output, check_report_path, log
+from parity.convert.hub import check_hub_reference, fetch_hub_folder, is_hub_reference
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS, WeightsRecord, cache_dir
-from parity.core.checkpoint import CheckpointError, check_checkpoint_path, check_dtypes, check_finite, load_checkpoint
-from parity.core.config import VGGConfig, get_config
-from parity.core.errors import ConversionError, first_line, os_reason
+from parity.core.checkpoint import (
+    CheckpointError,
+    check_checkpoint_path,
+    check_dtypes,
+    check_finite,
+    load_checkpoint,
+    read_checkpoint_file,
+    read_folder_config,
+    weights_in_folder,
+)
+from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.errors import ConversionError, first_line, list_problems, os_reason, shorten
 from parity.core.names import check_state_dict, infer_num_classes, preset_matching_state_dict
+from parity.core.state_dicts import FoundState, find_state_dict, layout_shapes
 from parity.frameworks import import_frameworks
 from parity.interrupts import Interrupted, abort_if_interrupted
 
@@ -293,6 +305,8 @@ class _Source:
     checkpoint: str | None
     init: str | None
     seed: int
+    key: str | None = None
+    given: str | None = None
 
     @property
     def shown(self) -> str:
@@ -301,7 +315,7 @@ class _Source:
             return f"weights={self.record.name!r}"
         if self.init is not None:
             return f"init={self.init!r}"
-        return f"checkpoint={os.fspath(self.checkpoint)!r}"
+        return f"checkpoint={self.given or os.fspath(self.checkpoint)!r}"
 
     @property
     def include_top(self) -> bool:
@@ -317,9 +331,17 @@ def check_num_classes(num_classes: object) -> None:
         raise UsageError(f"--num-classes must be a positive integer. Received: --num-classes {num_classes}")
 
 
-def _checked_source(arch: str, weights: str | None, checkpoint: str | None, init: str | None, seed: int) -> _Source:
-    """The source, checked before any framework loads (a wrong path or name fails in a second)."""
+def _checked_source(
+    arch: str, weights: str | None, checkpoint: str | None, init: str | None, seed: int, key: str | None = None
+) -> _Source:
+    """The source, checked before any framework loads (a wrong path or name fails in a second).
+
+    An ``hf://`` checkpoint is downloaded here (:mod:`parity.convert.hub`); a folder's
+    ``config.json`` must name ``arch``.
+    """
     get_config(arch)
+    if key is not None and checkpoint is None:
+        raise UsageError(f"--key picks the state dict inside a --checkpoint. Received: --key {key}")
     if checkpoint is None and init is None:
         name = weights or DEFAULT_WEIGHTS
         if name not in WEIGHTS[arch]:
@@ -331,30 +353,125 @@ def _checked_source(arch: str, weights: str | None, checkpoint: str | None, init
         if not isinstance(seed, int) or seed < 0:
             raise UsageError(f"--seed must be a non-negative integer. Received: --seed {seed}")
         return _Source(arch, None, None, init, seed)
-    check_checkpoint_path(checkpoint)
-    return _Source(arch, None, checkpoint, None, seed)
+    if is_hub_reference(checkpoint):
+        check_hub_reference(checkpoint)
+        return _Source(arch, None, None, None, seed, key, checkpoint)  # fetched by _fetched, after the output checks
+    _check_folder(check_checkpoint_path(checkpoint), arch)
+    return _Source(arch, None, checkpoint, None, seed, key)
+
+
+def _fetched(source: _Source) -> _Source:
+    """The source with an ``hf://`` checkpoint downloaded (a local folder from then on), and its folder checked."""
+    if source.given is None or source.checkpoint is not None:
+        return source
+    folder = fetch_hub_folder(source.given)
+    _check_folder(check_checkpoint_path(folder), source.arch)
+    return dataclasses.replace(source, checkpoint=os.fspath(folder))
+
+
+def _check_folder(path: Path, arch: str) -> None:
+    """Refuses a Hugging Face style folder whose ``config.json`` names another architecture than ``arch``."""
+    if not path.is_dir():
+        return
+    declared = (read_folder_config(path) or {}).get("architecture")
+    named = declared.split(".")[0] if isinstance(declared, str) else None
+    if named is not None and named != arch:
+        hint = f": convert it as `python -m parity.convert {named} --checkpoint PATH`" if named in PRESETS else ""
+        raise UsageError(
+            f"The folder's config.json describes {declared}, not {arch}{hint}. Received: architecture={declared!r}"
+        )
 
 
 def _read_state(
     source: _Source, num_classes: int | None, quiet: bool
-) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """The torch state dict, and the provenance the sidecar records."""
+) -> tuple[dict[str, np.ndarray], dict[str, object], FoundState | None]:
+    """The torch state dict, the provenance the sidecar records, and (from a checkpoint) where it was found."""
     arch, record = source.arch, source.record
     if record is not None:
         log(f"Reading {arch} {record.name} (torch.hub cache, downloaded with its hash checked if absent)", quiet)
-        return _download(record, quiet), {"kind": "torchvision", "weights": record.name, "url": record.url}
+        return _download(record, quiet), {"kind": "torchvision", "weights": record.name, "url": record.url}, None
     if source.checkpoint is not None:
-        log(f"Reading {source.checkpoint}", quiet)
-        state, sha = load_checkpoint(source.checkpoint)
-        return state, {"kind": "checkpoint", "path": os.fspath(Path(source.checkpoint).resolve()), "sha256": sha}
+        return _read_checkpoint_source(source, quiet)
     log(f"Initializing {arch} ({source.init}, seed {source.seed})", quiet)
     base = get_config(arch)
     state = _random_state_dict(base.replace(num_classes=num_classes or base.num_classes), str(source.init), source.seed)
-    return state, {"kind": source.init, "seed": source.seed}
+    return state, {"kind": source.init, "seed": source.seed}, None
+
+
+def _read_checkpoint_source(
+    source: _Source, quiet: bool
+) -> tuple[dict[str, np.ndarray], dict[str, object], FoundState]:
+    """A checkpoint file or folder: the network's state dict found in it (any wrapper, prefix, layout)."""
+    path = Path(str(source.checkpoint))
+    folder = path if path.is_dir() else None
+    log(f"Reading {source.given or path}", quiet)
+    raw, sha = read_checkpoint_file(path)
+    found = find_state_dict(raw, get_config(source.arch), key=source.key, source=source.given or os.fspath(path))
+    del raw
+    file = weights_in_folder(folder) if folder is not None else path
+    provenance: dict[str, object] = {"kind": "checkpoint", "path": os.fspath(file.resolve()), "sha256": sha}
+    provenance |= {"layout": found.layout, "entry": list(found.entry), "prefix": found.prefix}
+    if source.given is not None:
+        provenance["hub"] = source.given
+    if found.fits:
+        where = f" {found.where}" if found.where else ""
+        skipped = f" (left out: {shorten(list(found.ignored), 4)})" if found.ignored else ""
+        log(f"State dict in {found.layout}'s layout{where}{skipped}", quiet)
+    if folder is not None:
+        declared = read_folder_config(folder) or {}
+        provenance["config"] = {k: declared[k] for k in ("architecture", "num_classes") if k in declared}
+        stated = declared.get("num_classes")
+        if found.fits and isinstance(stated, int) and stated != found.num_classes:
+            raise ConversionError(
+                f"The folder's config.json says {stated} classes, its weights have {found.num_classes}: the folder "
+                f"is inconsistent; save it again. Received: num_classes={stated}"
+            )
+    return found.state, provenance, found
+
+
+def _mismatch_message(found: FoundState, source: _Source, config: VGGConfig) -> str:
+    """One line on a state dict whose keys or shapes are not the network's: its layout, what differs, a better ARCH."""
+    arch = source.arch
+    last = f"{found.prefix}{[k for k in layout_shapes(config, found.layout) if k.endswith('.weight')][-1]}"
+    if last in found.missing:
+        lead = f"State dict has no {last}, so it is not a full {arch}"
+    else:
+        lead = f"State dict does not fit {arch}"
+    where = f" {found.where}" if found.where else ""
+    problems = list_problems(
+        {
+            "missing keys": list(found.missing),
+            "unexpected keys": list(found.unexpected),
+            "shape mismatches": list(found.wrong_shapes),
+        }
+    )
+    guess = _preset_fitting(found.state)
+    hint = ""
+    if guess is not None and guess != arch:
+        hint = f" These are {guess} weights: convert them with `python -m parity.convert {guess} --checkpoint PATH`."
+    return (
+        f"{lead}: the checkpoint looks like {found.layout}'s layout{where}; {'; '.join(problems)}.{hint} "
+        f"Received: {found.received}"
+    )
+
+
+def _preset_fitting(state: dict[str, np.ndarray]) -> str | None:
+    """The preset whose keys and shapes ``state`` (the checkpoint's tensors under the prefix) has, if any."""
+    for arch, preset in PRESETS.items():
+        try:
+            if find_state_dict(state, preset).fits:
+                return arch
+        except CheckpointError:
+            continue
+    return None
 
 
 def _checked_state(
-    source: _Source, state: dict[str, np.ndarray], num_classes: int | None, quiet: bool
+    source: _Source,
+    state: dict[str, np.ndarray],
+    num_classes: int | None,
+    quiet: bool,
+    found_in: FoundState | None = None,
 ) -> tuple[dict[str, np.ndarray], VGGConfig]:
     """The state dict checked (finite, float, the preset's keys and shapes) and the config it fits.
 
@@ -372,6 +489,8 @@ def _checked_state(
         what = f"{arch} {record.name} checkpoint" if record is not None else "state dict"
     check_finite(state, source=what)
     check_dtypes(state, source=what)
+    if found_in is not None and not found_in.fits:
+        raise ConversionError(_mismatch_message(found_in, source, base))
     found = infer_num_classes(state, base)
     last = f"classifier.{3 * len(base.hidden)}.weight"
     if source.include_top and found is None:
@@ -409,12 +528,15 @@ def read_checkpoint(
 
     Args:
         arch: Preset name.
-        checkpoint: A ``.pth``/``.pt``/``.safetensors`` state dict of a full network.
+        checkpoint: A full network's state dict: a ``.pth``/``.pt``/``.bin``/``.ckpt``/``.safetensors``
+            file, a Hugging Face style folder or ``hf://org/name``, in torchvision's or timm's layout,
+            bare or nested in a training checkpoint.
         quiet: No progress messages.
 
     Returns:
-        The state dict (numpy), the config it fits (class count from its classifier), and its
-        provenance (``{"kind": "checkpoint", "path", "sha256"}``).
+        The state dict (numpy, torchvision's layout), the config it fits (class count from its
+        classifier), and its provenance (``{"kind": "checkpoint", "path", "sha256", "layout",
+        "entry", "prefix"}``).
 
     Raises:
         UsageError, CheckpointError, ConversionError: On a file that is not a checkpoint of ``arch``.
@@ -425,9 +547,9 @@ def read_checkpoint(
         >>> config.num_classes, provenance["sha256"][:8]  # doctest: +SKIP
         (10, '3f2a9c1e')
     """
-    source = _checked_source(arch, None, os.fspath(checkpoint), None, 0)
-    state, provenance = _read_state(source, None, quiet)
-    state, config = _checked_state(source, state, None, quiet)
+    source = _fetched(_checked_source(arch, None, os.fspath(checkpoint), None, 0))
+    state, provenance, found = _read_state(source, None, quiet)
+    state, config = _checked_state(source, state, None, quiet, found)
     return state, config, provenance
 
 
@@ -456,6 +578,7 @@ def convert(
     *,
     weights: str | None = None,
     checkpoint: str | None = None,
+    key: str | None = None,
     init: str | None = None,
     seed: int = 0,
     output: str | os.PathLike[str] | None = None,
@@ -470,7 +593,11 @@ def convert(
     Args:
         arch: Preset name.
         weights: torchvision weights name (default source).
-        checkpoint: Local checkpoint path.
+        checkpoint: A checkpoint: a file (``.pth``, ``.pt``, ``.bin``, ``.ckpt``, ``.safetensors``),
+            a Hugging Face style folder, or ``hf://org/name``; torchvision's or timm's layout,
+            bare or nested in a training checkpoint (:func:`parity.core.state_dicts.find_state_dict`).
+        key: With ``checkpoint``: the entry or key prefix holding the state dict, where it
+            holds several (``"state_dict_ema"``).
         init: ``"random"`` (torchvision's init) or ``"random-all"`` (every
             tensor random, BN statistics included).
         seed: Seed for ``init``.
@@ -495,17 +622,18 @@ def convert(
         >>> result.passed, result.report["max_rel"] < 1e-5  # doctest: +SKIP
         (True, True)
     """
-    source = _checked_source(arch, weights, checkpoint, init, seed)
+    source = _checked_source(arch, weights, checkpoint, init, seed, key)
     check_num_classes(num_classes)
-    default = _default_output(arch, source.record, checkpoint, init, seed)
+    default = _default_output(arch, source.record, source.given or source.checkpoint, init, seed)
     out_path = _check_output(Path(output).expanduser() if output else default, force, source.record)
     report_path = check_report_path(report, out_path) if report is not None else None
+    source = _fetched(source)
 
     import_frameworks()
     started = time.perf_counter()
-    state, provenance = _read_state(source, num_classes, quiet)
+    state, provenance, found = _read_state(source, num_classes, quiet)
     abort_if_interrupted()
-    state, config = _checked_state(source, state, num_classes, quiet)
+    state, config = _checked_state(source, state, num_classes, quiet, found)
     meta = _record(source, config, provenance)
     tensors = len(state)
     try:

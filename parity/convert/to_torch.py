@@ -34,6 +34,7 @@ from parity.core.atomic import write_atomic
 from parity.core.config import VGGConfig, get_config, layer_plan
 from parity.core.errors import ConversionError, first_line
 from parity.core.h5file import read_layer_arrays
+from parity.core.state_dicts import LAYOUTS, torchvision_to_timm
 from parity.frameworks import import_frameworks
 from parity.interrupts import abort_if_interrupted
 
@@ -134,11 +135,12 @@ def convert_to_torch(
     output: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
+    layout: str = "torchvision",
     verify_outputs: bool = True,
     force: bool = False,
     quiet: bool = False,
 ) -> ConvertResult:
-    """Converts a Keras ``.weights.h5`` of a preset to a torchvision state dict file.
+    """Converts a Keras ``.weights.h5`` of a preset to a torchvision (or timm) state dict file.
 
     Args:
         arch: Preset name.
@@ -147,6 +149,10 @@ def convert_to_torch(
             Keras file's name with ``.pth`` in the working directory.
         report: Optional JSON report path.
         num_classes: Expected class count; must agree with the file.
+        layout: ``"torchvision"``, or ``"timm"`` for timm's ``vgg*`` models (``pre_logits.fc1`` as a
+            7×7 convolution, ``pre_logits.fc2``, ``head.fc``): the verified torchvision state dict
+            reshaped, every value kept (:func:`parity.core.state_dicts.torchvision_to_timm`). Needs the
+            full model.
         verify_outputs: Whether to compare torchvision's model with the Keras
             model before writing.
         force: Overwrite an existing output.
@@ -169,6 +175,8 @@ def convert_to_torch(
     if not source.is_file() or not os.access(source, os.R_OK):
         raise UsageError(f"--keras-weights must be a readable .weights.h5 file. Received: {shown}")
     check_num_classes(num_classes)
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}. Received: --layout {layout}")
     stem = source.name.removesuffix(".weights.h5").removesuffix(".h5")
     out_path = _check_output(Path(output).expanduser() if output else Path.cwd() / f"{stem}.pth", force)
     report_path = check_report_path(report, out_path) if report is not None else None
@@ -189,6 +197,10 @@ def convert_to_torch(
     if not passed:
         log(f"Parity check FAILED: {out_path} not written.", False)
         return ConvertResult(None, verification, False)
+    if layout == "timm":
+        if not include_top:
+            raise UsageError(f"timm's layout is of a full model; {source} holds the features only. Received: {shown}")
+        state = torchvision_to_timm(state, config)
     _write(out_path, state, report_path)
     log(f"Wrote {out_path} ({len(state)} tensors, {time.perf_counter() - started:.1f} s)", quiet)
     return ConvertResult(out_path, verification, True)

@@ -1,11 +1,16 @@
 """Reading checkpoints as people save them, safely, into numpy arrays.
 
-Accepted: a bare state dict, one wrapped as ``{"state_dict": ...}`` or
-``{"model": ...}``, keys prefixed ``module.`` (DataParallel); PyTorch files
-(``.pth``, ``.pt``, ``.bin``, any name) read with
+:func:`read_checkpoint_file` returns what a file holds, for
+:func:`parity.core.state_dicts.find_state_dict` to find the network's state
+dict in it; :func:`load_checkpoint` unwraps the simple cases itself: a bare
+state dict, one wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``, keys
+prefixed ``module.`` (DataParallel). Files: PyTorch files
+(``.pth``, ``.pt``, ``.bin``, ``.ckpt``, any name) read with
 ``torch.load(weights_only=True)``, which never unpickles arbitrary objects and
 so never runs code stored in a file, and ``.safetensors`` files (no torch
-needed). The format is recognized from the file's first bytes, not its name.
+needed), or a Hugging Face style folder holding ``model.safetensors`` or
+``pytorch_model.bin`` beside a ``config.json``. The format is recognized from
+the file's first bytes, not its name.
 
 Every failure is a :class:`CheckpointError` with a one-line message that ends
 in ``Received: ...``: a missing, empty, truncated or unreadable file, a folder,
@@ -17,6 +22,7 @@ are not tensors, tensors that are not floating point, NaN or Inf values.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -29,14 +35,24 @@ import numpy as np
 from parity.core.errors import first_line, os_reason, shorten
 
 __all__ = [
+    "FOLDER_WEIGHTS",
     "CheckpointError",
     "check_checkpoint_path",
     "check_dtypes",
     "check_finite",
+    "describe_value",
+    "file_sha256",
+    "is_tensor",
     "load_checkpoint",
     "normalize_state_dict",
+    "read_checkpoint_file",
+    "read_folder_config",
+    "tensor_to_numpy",
+    "weights_in_folder",
 ]
 
+#: The weights files of a Hugging Face style folder, in the order they are looked for.
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "module")
 #: Buffers that are integer by design; every other tensor must be floating point.
 _INTEGER_SUFFIXES = (".num_batches_tracked",)
@@ -54,7 +70,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     """Reads a checkpoint into ``{name: numpy array}`` and its sha256.
 
     Args:
-        path: A PyTorch file (``.pth``, ``.pt``, ``.bin``) or a ``.safetensors`` file.
+        path: A PyTorch file (``.pth``, ``.pt``, ``.bin``), a ``.safetensors`` file, or a
+            Hugging Face style folder (:func:`weights_in_folder`).
 
     Returns:
         The normalized state dict and the file's sha256.
@@ -64,7 +81,33 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             file, empty, not a checkpoint, truncated, would need unpickling
             arbitrary objects (code), or holds no tensors.
     """
+    raw, sha = read_checkpoint_file(path)
+    return normalize_state_dict(raw, source=os.fspath(path)), sha
+
+
+def read_checkpoint_file(path: str | os.PathLike[str]) -> tuple[object, str]:
+    """Reads a checkpoint as saved, without looking for the state dict in it, and its sha256.
+
+    Args:
+        path: A PyTorch file (``.pth``, ``.pt``, ``.bin``, ``.ckpt``, any name; read with
+            ``torch.load(weights_only=True)``), a ``.safetensors`` file, or a Hugging Face style
+            folder (:func:`weights_in_folder`).
+
+    Returns:
+        What ``torch.load`` or safetensors returned, and the sha256 of the file read.
+
+    Raises:
+        CheckpointError: As :func:`load_checkpoint`.
+
+    Examples:
+        >>> from parity.core.checkpoint import read_checkpoint_file
+        >>> raw, sha = read_checkpoint_file("epoch=3-step=120.ckpt")  # doctest: +SKIP
+        >>> sorted(raw)[:2]  # doctest: +SKIP
+        ['epoch', 'optimizer_states']
+    """
     p = check_checkpoint_path(path)
+    if p.is_dir():
+        p = weights_in_folder(p)
     shown = f"checkpoint={os.fspath(path)!r}"
     try:
         with open(p, "rb") as f:
@@ -81,10 +124,59 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             f"weights=PATH, convert .pth or .safetensors files. Received: {shown}"
         )
     if p.suffix == ".safetensors" or kind == "safetensors":
-        raw = _load_safetensors(p, shown)
-    else:
-        raw = _load_torch(p, shown)
-    return normalize_state_dict(raw, source=os.fspath(path)), sha
+        return _load_safetensors(p, shown), sha
+    return _load_torch(p, shown), sha
+
+
+def weights_in_folder(folder: str | os.PathLike[str]) -> Path:
+    """The weights file of a Hugging Face style folder: ``model.safetensors``, else ``pytorch_model.bin``.
+
+    Such a folder is what timm's ``push_to_hub`` and ``save_pretrained`` write, beside a
+    ``config.json`` (:func:`read_folder_config`).
+
+    Args:
+        folder: The folder.
+
+    Returns:
+        The path of the weights file in it.
+
+    Raises:
+        CheckpointError: If the folder holds neither file.
+    """
+    for name in FOLDER_WEIGHTS:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"Checkpoint is a directory without {' or '.join(FOLDER_WEIGHTS)} (a Hugging Face style folder holds one): "
+        f"pass the .pth/.safetensors file inside. Received: checkpoint={os.fspath(folder)!r}"
+    )
+
+
+def read_folder_config(folder: str | os.PathLike[str]) -> dict[str, object] | None:
+    """The ``config.json`` of a Hugging Face style folder, or ``None`` where there is none.
+
+    Args:
+        folder: The folder.
+
+    Returns:
+        The parsed JSON object.
+
+    Raises:
+        CheckpointError: If ``config.json`` exists but is not a readable JSON object.
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not readable JSON ({first_line(e)}): download or save the folder again. Received: {path}"
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds no JSON object. Received: {type(config).__name__}")
+    return config
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -109,9 +201,11 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     Returns:
         The path.
 
+    A folder is accepted when it holds a weights file (:func:`weights_in_folder`), which is checked.
+
     Raises:
         CheckpointError: If the path does not exist, cannot be accessed, is a
-            folder, a device, pipe or socket, is not readable or is empty.
+            folder without weights, a device, pipe or socket, is not readable or is empty.
     """
     p = Path(path)
     shown = f"checkpoint={os.fspath(path)!r}"
@@ -124,9 +218,8 @@ def check_checkpoint_path(path: str | os.PathLike[str]) -> Path:
             f"Checkpoint cannot be accessed ({os_reason(e)}): check the path. Received: {shown}"
         ) from None
     if stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(
-            f"Checkpoint is a directory, not a file: pass the .pth/.safetensors file inside. Received: {shown}"
-        )
+        check_checkpoint_path(weights_in_folder(p))
+        return p
     if not stat.S_ISREG(st.st_mode):
         raise CheckpointError(
             "Checkpoint is not a regular file (a device, pipe or socket): pass a saved .pth/.safetensors file. "
@@ -215,22 +308,22 @@ def normalize_state_dict(raw: object, source: str = "<state dict>") -> dict[str,
             inner = next((state[k] for k in _WRAPPERS if k in state and isinstance(state[k], Mapping)), None)
             if inner is not None:
                 state = inner
-    if not isinstance(state, Mapping) or not any(_is_array(v) for v in state.values()):
+    if not isinstance(state, Mapping) or not any(is_tensor(v) for v in state.values()):
         raise CheckpointError(
             "Checkpoint holds no state dict (expected a mapping of names to tensors, bare or under "
-            f"'state_dict' or 'model'). Received: checkpoint={source!r} holding {_describe(state)}"
+            f"'state_dict' or 'model'). Received: checkpoint={source!r} holding {describe_value(state)}"
         )
     keys = list(state)
     if all(isinstance(k, str) and k.startswith("module.") for k in keys):
         state = {k[len("module.") :]: v for k, v in state.items()}
     out: dict[str, np.ndarray] = {}
     for k, v in state.items():
-        if not isinstance(k, str) or not _is_array(v):
+        if not isinstance(k, str) or not is_tensor(v):
             raise CheckpointError(
-                f"Checkpoint entry {k!r} is not a tensor ({_describe(v)}): expected a plain state dict of tensors. "
-                f"Received: checkpoint={source!r}"
+                f"Checkpoint entry {k!r} is not a tensor ({describe_value(v)}): expected a plain state dict of "
+                f"tensors. Received: checkpoint={source!r}"
             )
-        out[k] = _to_numpy(k, v, source)
+        out[k] = tensor_to_numpy(k, v, source)
     return out
 
 
@@ -281,15 +374,21 @@ def check_finite(state_dict: Mapping[str, np.ndarray], source: str = "checkpoint
         )
 
 
-def _is_array(v: object) -> bool:
+def is_tensor(v: object) -> bool:
+    """Whether a checkpoint entry is a numpy array or a torch tensor (or parameter)."""
     return isinstance(v, np.ndarray) or type(v).__name__ in ("Tensor", "Parameter")
 
 
 def _is_tensor_map(m: Mapping[object, object]) -> bool:
-    return bool(m) and all(_is_array(v) for v in m.values())
+    return bool(m) and all(is_tensor(v) for v in m.values())
 
 
-def _to_numpy(key: str, v: object, source: str) -> np.ndarray:
+def tensor_to_numpy(key: str, v: object, source: str) -> np.ndarray:
+    """A checkpoint entry as a numpy array: float16, bfloat16 and float64 as float32, memory shared where it can be.
+
+    Raises:
+        CheckpointError: If the tensor cannot be held by numpy (sparse, quantized, meta).
+    """
     if isinstance(v, np.ndarray):
         return v
     import torch
@@ -307,7 +406,8 @@ def _to_numpy(key: str, v: object, source: str) -> np.ndarray:
         ) from None
 
 
-def _describe(v: object) -> str:
+def describe_value(v: object) -> str:
+    """What a checkpoint entry that is not a tensor holds, in a few words."""
     if isinstance(v, Mapping):
         return f"a mapping of {len(v)} entries without tensors"
     return f"type {type(v).__name__}"

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import h5py
 
-from parity.core.atomic import fsync_path, new_temp, renaming_into, write_temp
+from parity.core.atomic import fsync_path, new_held_temp, renaming_into, write_temp
 from parity.core.catalog import WEIGHTS, cache_dir
 from parity.core.checkpoint import file_sha256
 from parity.core.errors import WeightsFileError, first_line, os_reason
 
 __all__ = [
     "FORMAT",
+    "TEMP_SUFFIX",
     "StagedWeights",
     "check_sidecar_hash",
     "fix_command",
@@ -43,6 +44,8 @@ FORMAT = "vgg-parity/1"
 
 
 _ATTR = "vgg_parity"
+#: The suffix of a converted file's temporary name while it is written (``.<name>.<hex>.tmp.weights.h5``).
+TEMP_SUFFIX = ".tmp.weights.h5"
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -216,7 +219,10 @@ def stage_converted_weights(path: str | os.PathLike[str]) -> Iterator[StagedWeig
     """A temporary ``.weights.h5`` beside ``path``, removed on exit unless committed.
 
     A writer killed at any point leaves at most a hidden temporary file
-    (``.<name>.*.tmp*``), never a partial file under ``path``; on any exception,
+    (``.<name>.*.tmp.weights.h5``), never a partial file under ``path``, and
+    holds it while it lives (:func:`parity.core.atomic.new_held_temp`), so
+    :func:`parity.core.atomic.remove_stale_temps` can tell a killed writer's
+    leftover from a live writer's file; on any exception,
     or when the block ends without :meth:`StagedWeights.commit`, the temporary
     files are removed.
 
@@ -233,10 +239,10 @@ def stage_converted_weights(path: str | os.PathLike[str]) -> Iterator[StagedWeig
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"Converted weights must be saved as a .weights.h5 file. Received: path={os.fspath(path)!r}")
-    fd, tmp = new_temp(path, ".tmp.weights.h5")
-    os.close(fd)
+    fd, tmp = new_held_temp(path, TEMP_SUFFIX)  # held until the block ends: not stale while this process lives
     staged = StagedWeights(tmp, path)
     try:
         yield staged
     finally:
         staged._discard()
+        os.close(fd)

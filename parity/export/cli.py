@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checkpoint",
-        metavar="FILE",
-        help="instead of --weights: a torch checkpoint (.pth, .pt, .safetensors), exported in one step",
+        metavar="PATH",
+        help="instead of --weights: a torch checkpoint, exported in one step: a .pth/.pt/.bin/.ckpt/.safetensors "
+        "file or a Hugging Face style folder, in torchvision's or timm's layout, bare or inside a training checkpoint",
     )
     parser.add_argument(
         "--format",
