@@ -250,7 +250,7 @@ def write_tflite(
     data_format: str,
     size: tuple[int, int],
 ) -> int:
-    """Writes the fp32 TFLite file of ``config`` with ``arrays`` to ``path``.
+    """Writes the fp32 TFLite file of ``config`` with ``state`` to ``path``.
 
     Args:
         path: Where to write (the caller renames it into place once checked).
