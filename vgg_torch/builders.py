@@ -30,13 +30,30 @@ from vgg_torch.model import VGG, build_vgg
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-__all__ = ["KWARGS", "make_builder", *ARCHS]
+__all__ = ["ALEXNET_KWARGS", "KWARGS", "make_builder", "torchvision_load_kwargs", *ARCHS]
 
 #: The keyword arguments torchvision's builders pass to its ``VGG`` class.
 KWARGS = ("num_classes", "init_weights", "dropout")
 #: The keyword arguments torchvision's ``alexnet`` passes to its ``AlexNet`` class (it has no initialization
 #: of its own: its layers keep PyTorch's defaults).
 ALEXNET_KWARGS = ("num_classes", "dropout")
+
+
+def torchvision_load_kwargs(arch: str) -> dict[str, object]:
+    """The keyword arguments of torchvision's builder for a model whose weights are loaded right after.
+
+    Args:
+        arch: A :data:`parity.core.config.ARCHS` name.
+
+    Returns:
+        ``{"init_weights": False}`` for the VGGs (skip their initialization);
+        ``{}`` for ``alexnet``, whose torchvision builder takes no such argument.
+
+    Examples:
+        >>> torchvision_load_kwargs("alexnet"), torchvision_load_kwargs("vgg16")
+        ({}, {'init_weights': False})
+    """
+    return {} if arch == "alexnet" else {"init_weights": False}
 
 
 def _torchvision_names(arch: str) -> tuple[str, str, str]:
