@@ -55,16 +55,22 @@ class FeatureLayer:
     """One layer of the convolutional part as a directly written file holds it.
 
     Attributes:
-        kind: ``"conv"`` (3x3, stride 1, padding 1, ReLU after) or ``"pool"`` (2x2 max pool, stride 2).
+        kind: ``"conv"`` (ReLU after) or ``"pool"`` (max pool, no padding, torch's floor).
         name: Its Keras name (``block{b}_conv{i}``, ``block{b}_pool``).
         kernel: A convolution's OIHW kernel with its batch norm folded in (float64 where folded), else ``None``.
         bias: Its bias, likewise.
+        size: Kernel (or pool window) side: 3 (2 for a pool) in every VGG.
+        stride: Stride: 1 (2 for a pool) in every VGG.
+        padding: A convolution's zeros on each side: 1 in every VGG; 0 for a pool.
     """
 
     kind: str
     name: str
     kernel: np.ndarray | None = None
     bias: np.ndarray | None = None
+    size: int = 3
+    stride: int = 1
+    padding: int = 0
 
 
 def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterator[FeatureLayer]:
@@ -84,6 +90,6 @@ def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterat
             following = specs[i + 1] if i + 1 < len(specs) else None
             if following is not None and following.kind == "bn":
                 kernel, bias = fold_batch_norm(kernel, bias, state, following.torch_name)
-            yield FeatureLayer("conv", spec.keras_name, kernel, bias)
+            yield FeatureLayer("conv", spec.keras_name, kernel, bias, spec.kernel, spec.stride, spec.padding)
         elif spec.kind == "pool":
-            yield FeatureLayer("pool", spec.keras_name)
+            yield FeatureLayer("pool", spec.keras_name, size=spec.kernel, stride=spec.stride)
