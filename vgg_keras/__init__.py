@@ -17,11 +17,12 @@ from vgg_keras.preprocessing import (
     preprocess_input,
     preprocessor_for,
 )
-from vgg_keras.recipes import CIFAR10_VGG16
+from vgg_keras.recipes import CIFAR10_VGG16, PAPER_ALEXNET
 
 __all__ = [
     "AlexNet",
     "CIFAR10_VGG16",
+    "PAPER_ALEXNET",
     "VGG11",
     "VGG11_BN",
     "VGG13",

@@ -21,6 +21,6 @@ from vgg_torch.builders import (  # noqa: F401  (listed in __all__ through ARCHS
     vgg19_bn,
 )
 from vgg_torch.model import VGG, build_vgg
-from vgg_torch.recipes import cifar10_vgg16
+from vgg_torch.recipes import cifar10_vgg16, paper_alexnet
 
-__all__ = ["VGG", "VGGConfig", "build_vgg", "cifar10_vgg16", *ARCHS]
+__all__ = ["VGG", "VGGConfig", "build_vgg", "cifar10_vgg16", "paper_alexnet", *ARCHS]

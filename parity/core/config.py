@@ -116,6 +116,8 @@ class VGGConfig:
         pools: The max pool after each stage, a :class:`Pool` (kernel, stride)
             or ``None`` for a stage without one; ``None`` for the whole field
             means VGG's 2x2, stride 2 after every stage (stored so when equal).
+        pool_batch_norm: Whether a batch-norm layer follows every max pool
+            (``block{b}_pool_bn``), as in the TensorFlow AlexNet recipe.
         classifier_dropout: Where each hidden layer's dropout goes:
             ``"after"`` its ReLU (torchvision's VGG: Linear, ReLU, Dropout) or
             ``"before"`` its linear layer (torchvision's AlexNet: Dropout,
@@ -142,6 +144,7 @@ class VGGConfig:
     name: str = "vgg"
     convs: tuple[tuple[Conv, ...], ...] | None = None
     pools: tuple[Pool | None, ...] | None = None
+    pool_batch_norm: bool = False
     classifier_dropout: ClassifierDropout = "after"
 
     def __post_init__(self) -> None:
@@ -177,6 +180,10 @@ class VGGConfig:
             raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={self.dropout!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
+        if not isinstance(self.pool_batch_norm, bool):
+            raise ValueError(
+                f"`pool_batch_norm` must be True or False. Received: pool_batch_norm={self.pool_batch_norm!r}"
+            )
         if self.classifier_dropout not in ("after", "before"):
             raise ValueError(
                 "`classifier_dropout` must be 'after' (Linear, ReLU, Dropout) or 'before' (Dropout, Linear, ReLU). "
@@ -277,7 +284,12 @@ class VGGConfig:
         d["pool_size"] = list(self.pool_size) if self.pool_size is not None else None
         d["input_size"] = list(self.input_size) if self.input_size is not None else None
         # Fields at their VGG default are left out, so VGG configs (and the files holding them) read as before.
-        for key, default in (("convs", None), ("pools", None), ("classifier_dropout", "after")):
+        for key, default in (
+            ("convs", None),
+            ("pools", None),
+            ("pool_batch_norm", False),
+            ("classifier_dropout", "after"),
+        ):
             if d[key] == default:
                 del d[key]
         if self.convs is not None:
@@ -352,6 +364,9 @@ def layer_plan(config: VGGConfig, include_top: bool = True) -> Iterator[LayerSpe
         if pool is not None:
             yield LayerSpec("pool", f"block{b}_pool", f"features.{index}", b, kernel=pool.kernel, stride=pool.stride)
             index += 1
+            if config.pool_batch_norm:
+                yield LayerSpec("bn", f"block{b}_pool_bn", f"features.{index}", b, channels, channels)
+                index += 1
     if not include_top:
         return
     features = config.flat_features
@@ -501,7 +516,16 @@ ALEXNET = VGGConfig(
 ARCHS: dict[str, VGGConfig] = {**PRESETS, "alexnet": ALEXNET}
 
 #: The fields that decide a network's layers and weight shapes, apart from the class and input channel counts.
-LAYER_FIELDS = ("stages", "batch_norm", "pool_size", "hidden", "convs", "pools", "classifier_dropout")
+LAYER_FIELDS = (
+    "stages",
+    "batch_norm",
+    "pool_size",
+    "hidden",
+    "convs",
+    "pools",
+    "pool_batch_norm",
+    "classifier_dropout",
+)
 
 
 def preset_matching_config(config: VGGConfig) -> str | None:
@@ -547,6 +571,11 @@ def get_config(arch: str) -> VGGConfig:
 #: (13 convolutions, 3 max pools, no batch norm, no adaptive pool), classifier
 #: ``Linear(512*4*4, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout,
 #: Linear(4096, 10)``; see docs/training_cifar10.md.
+#: ``paper_alexnet``: AlexNet as the TensorFlow versions of the paper's network write it, 227x227 input,
+#: convolutions of 96, 256, 384, 384 and 256 filters (11x11 stride 4 unpadded; 5x5 and 3x3 padded "same"),
+#: 3x3 stride-2 max pools after the first, second and fifth, each followed by batch norm (where the paper had
+#: local response normalization), no adaptive pool (fc1 reads the 6x6 map), two hidden layers of 4096 with
+#: dropout 0.2 after each, 10 classes. 58,323,530 trainable parameters.
 RECIPES: dict[str, VGGConfig] = {
     "cifar10_vgg16": VGGConfig(
         stages=((32, 32), (64, 64, 128, 128, 128), (256, 256, 256, 512, 512, 512)),
@@ -555,6 +584,18 @@ RECIPES: dict[str, VGGConfig] = {
         hidden=(4096, 4096),
         num_classes=10,
         name="cifar10_vgg16",
+    ),
+    "paper_alexnet": VGGConfig(
+        stages=((96,), (256,), (384,), (384,), (256,)),
+        convs=((Conv(11, 4, 0),), (Conv(5, 1, 2),), (Conv(3, 1, 1),), (Conv(3, 1, 1),), (Conv(3, 1, 1),)),
+        pools=(Pool(3, 2), Pool(3, 2), None, None, Pool(3, 2)),
+        pool_batch_norm=True,
+        pool_size=None,
+        input_size=(227, 227),
+        hidden=(4096, 4096),
+        num_classes=10,
+        dropout=0.2,
+        name="paper_alexnet",
     ),
 }
 

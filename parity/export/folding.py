@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parity.core.config import BN_EPSILON, VGGConfig, layer_plan
+from parity.core.errors import ConversionError
 
 __all__ = ["BN_TENSORS", "FeatureLayer", "feature_layers", "fold_batch_norm"]
 
@@ -82,7 +83,15 @@ def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterat
 
     Yields:
         One :class:`FeatureLayer` per convolution and per pool.
+
+    Raises:
+        ConversionError: If a batch norm follows a max pool (``config.pool_batch_norm``).
     """
+    if config.pool_batch_norm:
+        raise ConversionError(
+            "A batch norm after a max pool cannot be folded into a convolution, so this network is not written "
+            f"directly; export it through Keras (a SavedModel). Received: pool_batch_norm=True ({config.name})"
+        )
     specs = list(layer_plan(config, include_top=False))
     for i, spec in enumerate(specs):
         if spec.kind == "conv":

@@ -116,3 +116,20 @@ def test_tflite_padding_on_the_wrong_side_fails(tmp_path: Path, monkeypatch: pyt
     monkeypatch.undo()
     x = _inputs((224, 224))
     assert _rel(_run_tflite(path, x.transpose(0, 2, 3, 1)), _reference(state, x, True)) > FP32_RTOL
+
+
+@pytest.mark.full
+@pytest.mark.extended
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_cli_exports_full_size_alexnet_from_a_checkpoint(tmp_path: Path, fmt: str) -> None:
+    """``python -m parity.export alexnet --checkpoint X.pth``: written, then checked against torchvision."""
+    import torch
+
+    from parity.export import main
+
+    checkpoint = tmp_path / "alexnet.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in randomized_state_dict(ALEXNET, seed=1).items()}, checkpoint)
+    out = tmp_path / f"alexnet.{fmt}"
+    argv = ["alexnet", "--checkpoint", str(checkpoint), "--format", fmt, "--output", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert out.is_file()
