@@ -321,8 +321,9 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
     """The same weights in a torch reference and in a vgg_keras model ending in logits.
 
     The reference is torchvision's own model when the config is one of its
-    presets, and :class:`vgg_torch.VGG` otherwise (torchvision builds only its
-    presets). The Keras model uses the current ``image_data_format()``.
+    architectures (:data:`parity.core.config.ARCHS`), and
+    :class:`vgg_torch.VGG` otherwise (torchvision builds only its own). The
+    Keras model uses the current ``image_data_format()``.
 
     Args:
         config: The network.
@@ -337,12 +338,18 @@ def build_pair(config: VGGConfig, state_dict: Mapping[str, np.ndarray]) -> tuple
     import vgg_keras
     import vgg_torch
     from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
-    from parity.core.config import PRESETS
+    from parity.core.config import ARCHS
 
-    preset = PRESETS.get(config.name)
+    preset = ARCHS.get(config.name)
     if preset is not None and preset.replace(num_classes=config.num_classes, dropout=config.dropout) == config:
+        from vgg_torch.builders import torchvision_load_kwargs
+
         reference = torchvision.models.get_model(
-            config.name, weights=None, init_weights=False, num_classes=config.num_classes, dropout=config.dropout
+            config.name,
+            weights=None,
+            num_classes=config.num_classes,
+            dropout=config.dropout,
+            **torchvision_load_kwargs(config.name),
         )
     else:
         reference = vgg_torch.build_vgg(config, init_weights=False)

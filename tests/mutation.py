@@ -421,6 +421,49 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/parity/export/test_flatbuffer.py",),
     ),
+    # --- AlexNet's geometry -------------------------------------------------------------------------------------
+    Mutant(
+        "torch_conv_stride_ignored",
+        "model",
+        "the torch builder gives every convolution stride 1 (AlexNet's first has stride 4)",
+        "vgg_torch/model.py",
+        (("stride=spec.stride,\n", "stride=1,\n"),),
+        ("tests/vgg_torch/test_alexnet.py",),
+    ),
+    Mutant(
+        "classifier_dropout_after_always",
+        "model",
+        "the plan puts AlexNet's dropout after each hidden ReLU (VGG's place), renumbering its classifier",
+        "parity/core/config.py",
+        (('if config.classifier_dropout == "before":', "if False:"),),
+        ("tests/core/test_schema_geometry.py",),
+    ),
+    Mutant(
+        "keras_same_padding_strided",
+        "model",
+        "Keras pads AlexNet's stride-4 convolution with 'same' (3 and 4 zeros, not torch's 2 and 2)",
+        "vgg_keras/model.py",
+        (
+            (
+                "if spec.stride == 1 and spec.kernel % 2 == 1 and spec.padding == spec.kernel // 2:",
+                "if spec.kernel % 2 == 1:",
+            ),
+        ),
+        ("tests/vgg_keras/test_alexnet.py", "tests/parity/report/test_alexnet_parity.py"),
+    ),
+    Mutant(
+        "export_pool_stride_is_window",
+        "export",
+        "the TFLite writer strides each max pool by its window (3), not torch's stride (2)",
+        "parity/export/flatbuffer.py",
+        (
+            (
+                "window, stride = (layer.size, layer.size), (layer.stride, layer.stride)",
+                "window, stride = (layer.size, layer.size), (layer.size, layer.size)",
+            ),
+        ),
+        ("tests/parity/export/test_alexnet_export.py",),
+    ),
 )
 
 

@@ -1,7 +1,7 @@
 """torchvision's VGG family in Keras 3, with converted torchvision weights.
 
-``vgg_keras.VGG16(weights="converted")`` and the other seven presets take
-keras.applications' arguments; :func:`build_vgg` builds any
+``vgg_keras.VGG16(weights="converted")``, the other seven presets and
+``vgg_keras.AlexNet`` take keras.applications' arguments; :func:`build_vgg` builds any
 :class:`parity.core.config.VGGConfig`. Importing this package never imports torch.
 """
 
@@ -17,10 +17,12 @@ from vgg_keras.preprocessing import (
     preprocess_input,
     preprocessor_for,
 )
-from vgg_keras.recipes import CIFAR10_VGG16
+from vgg_keras.recipes import CIFAR10_VGG16, PAPER_ALEXNET
 
 __all__ = [
+    "AlexNet",
     "CIFAR10_VGG16",
+    "PAPER_ALEXNET",
     "VGG11",
     "VGG11_BN",
     "VGG13",
@@ -48,3 +50,4 @@ VGG16 = preset_builder("vgg16")
 VGG16_BN = preset_builder("vgg16_bn")
 VGG19 = preset_builder("vgg19")
 VGG19_BN = preset_builder("vgg19_bn")
+AlexNet = preset_builder("alexnet")

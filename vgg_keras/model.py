@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from parity.core.config import BN_EPSILON, BN_MOMENTUM_TORCH, PRESETS, VGGConfig, layer_plan
+from parity.core.config import ARCHS, BN_EPSILON, BN_MOMENTUM_TORCH, LayerSpec, VGGConfig, layer_plan
 from vgg_keras.initializers import (
     KaimingNormalFanOut,
     TorchLinearNormal,
@@ -105,9 +105,9 @@ def build_vgg(
         >>> config = VGGConfig(stages=((16,), (32, 32)), pool_size=(2, 2), hidden=(64,), num_classes=10)
         >>> build_vgg(config, classifier_activation=None).output.shape
         (None, 10)
-        >>> build_vgg(PRESETS["vgg16"], include_top=False, pooling="avg").output.shape
+        >>> build_vgg(ARCHS["vgg16"], include_top=False, pooling="avg").output.shape
         (None, 512)
-        >>> build_vgg(PRESETS["vgg16"], weights="converted")  # doctest: +SKIP
+        >>> build_vgg(ARCHS["vgg16"], weights="converted")  # doctest: +SKIP
     """
     data_format = keras.config.image_data_format()
     shape = _check_args(config, include_top, pooling, classifier_activation, input_shape, input_tensor, data_format)
@@ -198,10 +198,12 @@ def _features(
     channel_axis = 1 if compute_format == "channels_first" else -1
     for spec in layer_plan(config, include_top=False):
         if spec.kind == "conv":
+            x, padding = _conv_padding(x, spec, compute_format)
             x = Conv2D(
                 spec.out_features,
-                (3, 3),
-                padding="same",
+                (spec.kernel, spec.kernel),
+                strides=(spec.stride, spec.stride),
+                padding=padding,
                 activation=None if config.batch_norm else "relu",
                 data_format=compute_format,
                 kernel_initializer=conv_kernel_initializer(kernel_initializer),
@@ -214,8 +216,29 @@ def _features(
         elif spec.kind == "relu" and config.batch_norm:
             x = keras.layers.Activation("relu", name=spec.keras_name)(x)
         elif spec.kind == "pool":
-            x = keras.layers.MaxPooling2D((2, 2), strides=(2, 2), data_format=compute_format, name=spec.keras_name)(x)
+            x = keras.layers.MaxPooling2D(
+                (spec.kernel, spec.kernel),
+                strides=(spec.stride, spec.stride),
+                data_format=compute_format,
+                name=spec.keras_name,
+            )(x)
     return x
+
+
+def _conv_padding(x: keras.KerasTensor, spec: LayerSpec, data_format: str) -> tuple[keras.KerasTensor, str]:
+    """torch's symmetric zero padding of a convolution, as Keras padding.
+
+    ``"same"`` where it pads exactly as torch does (stride 1, odd kernel,
+    padding ``(kernel - 1) / 2``: every VGG convolution, so VGG models keep
+    their layers); otherwise a ``ZeroPadding2D`` layer (``block{b}_pad{i}``)
+    before a ``"valid"`` convolution.
+    """
+    if spec.stride == 1 and spec.kernel % 2 == 1 and spec.padding == spec.kernel // 2:
+        return x, "same"
+    if spec.padding:
+        name = spec.keras_name.replace("_conv", "_pad")
+        x = keras.layers.ZeroPadding2D(spec.padding, data_format=data_format, name=name)(x)
+    return x, "valid"
 
 
 def _head(
@@ -338,18 +361,23 @@ def _check_input_shape(
         if side is not None and (not isinstance(side, int) or side < config.min_input_size):
             raise ValueError(
                 f"Input must be at least {config.min_input_size}x{config.min_input_size} px: "
-                f"{len(config.stages)} max pools halve it {len(config.stages)} times. "
-                f"Received: input_shape={input_shape!r}"
+                f"{_shrinks(config)}. Received: input_shape={input_shape!r}"
             )
     if fixed:
-        scale = 2 ** len(config.stages)
-        if h is None or w is None or (h // scale, w // scale) != config.head_grid:
+        if h is None or w is None or (config.feature_size(h), config.feature_size(w)) != config.head_grid:
             raise ValueError(
                 f"This config has no adaptive pool, so include_top=True needs an input that leaves a "
-                f"{config.head_grid[0]}x{config.head_grid[1]} grid after {len(config.stages)} max pools, "
+                f"{config.head_grid[0]}x{config.head_grid[1]} grid after its {len(config.stages)} stages, "
                 f"e.g. {config.input_size}. Received: input_shape={input_shape!r}"
             )
     return shape  # type: ignore[return-value]
+
+
+def _shrinks(config: VGGConfig) -> str:
+    """How the feature layers shrink the input, for error messages."""
+    if config.is_vgg_geometry:
+        return f"{len(config.stages)} max pools halve it {len(config.stages)} times"
+    return "its strided convolutions and max pools leave no pixel of a smaller one"
 
 
 def input_channels(
@@ -383,8 +411,8 @@ def input_channels(
 _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
 
     Same signature as ``keras.applications.VGG16``. The head follows torchvision
-    (adaptive 7x7 average pool, dropout), so ``include_top=True`` works at any
-    input size of at least 32x32 px.
+    (adaptive {grid}x{grid} average pool, dropout), so ``include_top=True`` works at any
+    input size of at least {min_size}x{min_size} px.
 
     Args:
         include_top: Whether to include the classifier.
@@ -412,7 +440,7 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
         >>> vgg_keras.{name}(classes=10, classifier_activation=None).output.shape
         (None, 10)
         >>> vgg_keras.{name}(include_top=False, pooling="avg").output.shape
-        (None, 512)
+        (None, {features})
         >>> model = vgg_keras.{name}(weights="converted")  # doctest: +SKIP
     """
 
@@ -421,12 +449,12 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
     """Returns the keras.applications-style builder of one torchvision preset.
 
     Args:
-        arch: A :data:`parity.core.config.PRESETS` name.
+        arch: A :data:`parity.core.config.ARCHS` name (a VGG preset or ``"alexnet"``).
 
     Returns:
         A function with keras.applications' VGG signature.
     """
-    base = PRESETS[arch]
+    base = ARCHS[arch]
 
     def builder(
         include_top: bool = True,
@@ -458,7 +486,15 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
 
     from parity.core.catalog import WEIGHTS
 
-    title = arch.upper().replace("_BN", " with batch norm")
-    builder.__name__ = builder.__qualname__ = arch.upper()
-    builder.__doc__ = _DOC.format(title=title, arch=arch, name=builder.__name__, weights_names=", ".join(WEIGHTS[arch]))
+    title = "AlexNet" if arch == "alexnet" else arch.upper().replace("_BN", " with batch norm")
+    builder.__name__ = builder.__qualname__ = "AlexNet" if arch == "alexnet" else arch.upper()
+    builder.__doc__ = _DOC.format(
+        title=title,
+        arch=arch,
+        name=builder.__name__,
+        weights_names=", ".join(WEIGHTS[arch]),
+        grid=base.head_grid[0],
+        min_size=base.min_input_size,
+        features=base.out_channels,
+    )
     return builder

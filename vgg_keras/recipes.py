@@ -9,7 +9,7 @@ import keras
 from parity.core.config import RECIPES
 from vgg_keras.model import build_vgg
 
-__all__ = ["CIFAR10_VGG16"]
+__all__ = ["CIFAR10_VGG16", "PAPER_ALEXNET"]
 
 
 def CIFAR10_VGG16(  # noqa: N802 (keras.applications' naming)
@@ -35,6 +35,37 @@ def CIFAR10_VGG16(  # noqa: N802 (keras.applications' naming)
     """
     try:
         config = RECIPES["cifar10_vgg16"].replace(num_classes=classes)
+    except ValueError:
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+    return build_vgg(config, weights=weights, classifier_activation=classifier_activation, name=name)
+
+
+def PAPER_ALEXNET(  # noqa: N802 (keras.applications' naming)
+    weights: str | None = None,
+    classes: int = 10,
+    classifier_activation: str | Callable[..., object] | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """The paper-style AlexNet recipe for 227x227x3 input (batch norm after each pool, dropout 0.2).
+
+    Args:
+        weights: ``None`` (torchvision's VGG initialization) or the path of a ``.weights.h5``.
+        classes: Number of classes.
+        classifier_activation: Activation of ``predictions``; ``None`` for logits.
+        name: Model name; defaults to ``"paper_alexnet"``.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Raises:
+        ValueError: On an invalid argument.
+
+    Examples:
+        >>> PAPER_ALEXNET().count_params() - 2 * (96 + 256 + 256)  # BN moving statistics aside
+        58323530
+    """
+    try:
+        config = RECIPES["paper_alexnet"].replace(num_classes=classes)
     except ValueError:
         raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
     return build_vgg(config, weights=weights, classifier_activation=classifier_activation, name=name)

@@ -90,7 +90,8 @@ def resolve_weights(weights: str, config: VGGConfig, *, include_top: bool) -> Pa
     arch = preset_matching_config(config)
     if arch is None:
         raise ValueError(
-            "Converted ImageNet weights exist only for the eight torchvision presets; this config matches none. "
+            "Converted ImageNet weights exist only for the eight torchvision presets and alexnet; this config "
+            "matches none. "
             f"Pass the path of your own converted file instead. Received: weights={weights!r}"
         )
     record = get_weights_record(arch, DEFAULT_WEIGHTS if text == "converted" else text)

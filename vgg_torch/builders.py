@@ -1,6 +1,6 @@
-"""torchvision's eight VGG builders, with torchvision's signature.
+"""torchvision's eight VGG builders and ``alexnet``, with torchvision's signature.
 
-``vgg16(*, weights=None, progress=True, **kwargs)`` and the other seven are
+``vgg16(*, weights=None, progress=True, **kwargs)``, the other seven and ``alexnet`` are
 real functions (own ``__name__``, ``__qualname__``, ``__module__``, docstring),
 made by one factory, so torchvision's code that calls them (its model registry,
 ``torchvision.models.detection.ssd300_vgg16``) works with them. ``weights``
@@ -8,7 +8,7 @@ loads exactly as torchvision loads: ``num_classes`` comes from the weights'
 categories (a conflicting value raises), the download goes through
 ``weights.get_state_dict(progress=progress, check_hash=True)``.
 
-The ``weights`` annotation is torchvision's ``VGG*_Weights`` enum, which
+The ``weights`` annotation is torchvision's ``VGG*_Weights`` (``AlexNet_Weights``) enum, which
 ``torchvision.models.get_model_weights`` reads. torchvision is imported for it
 when this module loads, unless TensorFlow is already loaded without
 torchvision: importing torchvision then can crash the interpreter (triton's
@@ -18,21 +18,49 @@ refuse ``weights=...`` with a message saying to import torchvision first.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from parity.core.config import PRESETS
+from parity.core.config import ARCHS
 from vgg_torch.model import VGG, build_vgg
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
-__all__ = ["KWARGS", "make_builder", *PRESETS]
+__all__ = ["ALEXNET_KWARGS", "KWARGS", "make_builder", "torchvision_load_kwargs", *ARCHS]
 
 #: The keyword arguments torchvision's builders pass to its ``VGG`` class.
 KWARGS = ("num_classes", "init_weights", "dropout")
+#: The keyword arguments torchvision's ``alexnet`` passes to its ``AlexNet`` class (it has no initialization
+#: of its own: its layers keep PyTorch's defaults).
+ALEXNET_KWARGS = ("num_classes", "dropout")
+
+
+def torchvision_load_kwargs(arch: str) -> dict[str, object]:
+    """The keyword arguments of torchvision's builder for a model whose weights are loaded right after.
+
+    Args:
+        arch: A :data:`parity.core.config.ARCHS` name.
+
+    Returns:
+        ``{"init_weights": False}`` for the VGGs (skip their initialization);
+        ``{}`` for ``alexnet``, whose torchvision builder takes no such argument.
+
+    Examples:
+        >>> torchvision_load_kwargs("alexnet"), torchvision_load_kwargs("vgg16")
+        ({}, {'init_weights': False})
+    """
+    return {} if arch == "alexnet" else {"init_weights": False}
+
+
+def _torchvision_names(arch: str) -> tuple[str, str, str]:
+    """torchvision's module, weights enum and model class names of an architecture."""
+    if arch == "alexnet":
+        return "alexnet", "AlexNet_Weights", "AlexNet"
+    return "vgg", f"{arch.upper()}_Weights", "VGG"
 
 
 def _torchvision_importable() -> bool:
@@ -44,11 +72,12 @@ def _weights_enum(arch: str) -> type[WeightsEnum] | None:
     """torchvision's weights enum of a preset (``VGG16_BN_Weights``), or ``None`` when it cannot be imported safely."""
     if not _torchvision_importable():
         return None
+    module, enum, _ = _torchvision_names(arch)
     try:
-        from torchvision.models import vgg as tv_vgg
+        tv_module = importlib.import_module(f"torchvision.models.{module}")
     except ImportError:
         return None
-    return getattr(tv_vgg, f"{arch.upper()}_Weights")
+    return getattr(tv_module, enum)
 
 
 def _resolve(arch: str, enum: type[WeightsEnum] | None, weights: object) -> WeightsEnum | None:
@@ -78,8 +107,7 @@ def _resolve(arch: str, enum: type[WeightsEnum] | None, weights: object) -> Weig
     return weights
 
 
-_DOC = """{title} from `Very Deep Convolutional Networks for Large-Scale Image Recognition
-    <https://arxiv.org/abs/1409.1556>`__, with torchvision's signature and module layout.
+_DOC = """{title} from `{paper}`__, with torchvision's signature and module layout.
 
     The state dict equals torchvision's ``{arch}`` key for key, so torchvision's
     checkpoints load with ``strict=True``.
@@ -91,9 +119,9 @@ _DOC = """{title} from `Very Deep Convolutional Networks for Large-Scale Image R
             torch's hub cache with the hash in its file name checked, exactly
             as torchvision does.
         progress: Whether to show a progress bar while downloading.
-        **kwargs: torchvision's ``VGG`` arguments: ``num_classes`` (taken from
+        **kwargs: torchvision's ``{cls}`` arguments: ``num_classes`` (taken from
             the weights' categories when weights are given; another value
-            raises), ``init_weights`` and ``dropout``; and torchvision's
+            raises){kwargs}; and torchvision's
             deprecated ``pretrained`` (``True`` means ``"IMAGENET1K_V1"``,
             with torchvision's deprecation warning).
 
@@ -121,19 +149,21 @@ def make_builder(arch: str) -> Callable[..., VGG]:
     """Makes torchvision's builder function of one preset.
 
     Args:
-        arch: A :data:`parity.core.config.PRESETS` name, e.g. ``"vgg16_bn"``.
+        arch: A :data:`parity.core.config.ARCHS` name, e.g. ``"vgg16_bn"`` or ``"alexnet"``.
 
     Returns:
         A function named ``arch``, defined in this module, with torchvision's
         signature ``(*, weights=None, progress=True, **kwargs) -> VGG``.
 
     Raises:
-        ValueError: If ``arch`` is not a preset.
+        ValueError: If ``arch`` is not one of them.
     """
-    if arch not in PRESETS:
-        raise ValueError(f"`arch` must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
-    config = PRESETS[arch]
+    if arch not in ARCHS:
+        raise ValueError(f"`arch` must be one of {', '.join(ARCHS)}. Received: arch={arch!r}")
+    config = ARCHS[arch]
     enum = _weights_enum(arch)
+    allowed = ALEXNET_KWARGS if arch == "alexnet" else KWARGS
+    _, enum_name, cls = _torchvision_names(arch)
 
     def builder(*, weights: object = None, progress: bool = True, **kwargs: Any) -> VGG:
         if "pretrained" in kwargs:  # torchvision's legacy interface (its handle_legacy_interface)
@@ -150,12 +180,14 @@ def make_builder(arch: str) -> Callable[..., VGG]:
                 stacklevel=2,
             )
             weights = "IMAGENET1K_V1" if pretrained else None
-        unknown = [k for k in kwargs if k not in KWARGS]
+        unknown = [k for k in kwargs if k not in allowed]
         if unknown:
             raise TypeError(
-                f"{arch}() takes weights, progress and torchvision's VGG arguments {', '.join(KWARGS)}. "
+                f"{arch}() takes weights, progress and torchvision's {cls} arguments {', '.join(allowed)}. "
                 f"Received: {unknown[0]}={kwargs[unknown[0]]!r}"
             )
+        if arch == "alexnet":
+            kwargs["init_weights"] = False  # torchvision's AlexNet keeps PyTorch's default initialization
         resolved = _resolve(arch, enum, weights)
         if resolved is not None:
             from torchvision.models._utils import _ovewrite_named_param
@@ -184,14 +216,32 @@ def make_builder(arch: str) -> Callable[..., VGG]:
         "kwargs": Any,
         "return": VGG,
     }
-    depth = "".join(c for c in arch if c.isdigit())
-    builder.__doc__ = _DOC.format(
-        title=f"VGG-{depth}{' with batch normalization' if config.batch_norm else ''}",
+    builder.__doc__ = _docstring(arch, enum_name, cls)
+    return builder
+
+
+def _docstring(arch: str, enum_name: str, cls: str) -> str:
+    """The builder's docstring, naming the paper, the weights enum and the class arguments of ``arch``."""
+    if arch == "alexnet":
+        title, paper = "AlexNet", "One weird trick for parallelizing convolutional neural networks"
+        url, kwargs = "https://arxiv.org/abs/1404.5997", " and ``dropout``"
+    else:
+        depth = "".join(c for c in arch if c.isdigit())
+        title = f"VGG-{depth}{' with batch normalization' if ARCHS[arch].batch_norm else ''}"
+        paper, url = (
+            "Very Deep Convolutional Networks for Large-Scale Image Recognition",
+            "https://arxiv.org/abs/1409.1556",
+        )
+        kwargs = ", ``init_weights`` and ``dropout``"
+    return _DOC.format(
+        title=title,
+        paper=f"{paper}\n    <{url}>",
         arch=arch,
-        enum=f"{arch.upper()}_Weights",
+        enum=enum_name,
+        cls=cls,
+        kwargs=kwargs,
         extra=', "IMAGENET1K_FEATURES"' if arch == "vgg16" else "",
     )
-    return builder
 
 
 vgg11 = make_builder("vgg11")
@@ -202,3 +252,4 @@ vgg16 = make_builder("vgg16")
 vgg16_bn = make_builder("vgg16_bn")
 vgg19 = make_builder("vgg19")
 vgg19_bn = make_builder("vgg19_bn")
+alexnet = make_builder("alexnet")

@@ -16,13 +16,14 @@ __all__ = ["VGG", "build_vgg"]
 
 
 class VGG(nn.Module):
-    """A VGG network laid out as torchvision lays it out.
+    """A VGG (or AlexNet) network laid out as torchvision lays it out.
 
     Args:
         config: The network.
-        init_weights: Whether to apply torchvision's initialization (Kaiming
-            normal, fan-out, for convs; N(0, 0.01) for linear layers; BN 1/0;
-            zero biases). ``False`` keeps PyTorch's defaults, for loading.
+        init_weights: Whether to apply torchvision's VGG initialization
+            (Kaiming normal, fan-out, for convs; N(0, 0.01) for linear layers;
+            BN 1/0; zero biases). ``False`` keeps PyTorch's defaults, which is
+            torchvision's AlexNet initialization, and what loading needs.
     """
 
     def __init__(self, config: VGGConfig, init_weights: bool = True) -> None:
@@ -33,13 +34,21 @@ class VGG(nn.Module):
         for spec in layer_plan(config):
             target = features if spec.torch_name.startswith("features.") else classifier
             if spec.kind == "conv":
-                target.append(nn.Conv2d(spec.in_features, spec.out_features, kernel_size=3, padding=1))
+                target.append(
+                    nn.Conv2d(
+                        spec.in_features,
+                        spec.out_features,
+                        kernel_size=spec.kernel,
+                        stride=spec.stride,
+                        padding=spec.padding,
+                    )
+                )
             elif spec.kind == "bn":
                 target.append(nn.BatchNorm2d(spec.out_features))
             elif spec.kind == "relu":
                 target.append(nn.ReLU(inplace=True))
             elif spec.kind == "pool":
-                target.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                target.append(nn.MaxPool2d(kernel_size=spec.kernel, stride=spec.stride))
             elif spec.kind == "dense":
                 target.append(nn.Linear(spec.in_features, spec.out_features))
             elif spec.kind == "dropout":

@@ -39,7 +39,7 @@ from parity.cli import UsageError, add_verbose_option, hide_framework_logs, repo
 from parity.convert.to_keras import INIT_CHOICES, ConvertResult, convert
 from parity.core.catalog import DEFAULT_WEIGHTS, WEIGHTS
 from parity.core.checkpoint import CheckpointError
-from parity.core.config import PRESETS
+from parity.core.config import ARCHS
 from parity.core.errors import ConversionError
 from parity.core.state_dicts import LAYOUTS
 
@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     parser = argparse.ArgumentParser(
         prog="python -m parity.convert",
-        description="Convert torchvision VGG weights to a verified Keras .weights.h5 file, or (--to torch) back.",
+        description="Convert torchvision VGG or AlexNet weights to a verified Keras .weights.h5 file, "
+        "or (--to torch) back.",
     )
-    parser.add_argument("arch", choices=list(PRESETS), help="torchvision architecture")
+    parser.add_argument("arch", choices=list(ARCHS), help="torchvision architecture")
     src = parser.add_mutually_exclusive_group()
     names = sorted({n for recs in WEIGHTS.values() for n in recs})
     src.add_argument("--weights", choices=names, help=f"torchvision's published weights (default {DEFAULT_WEIGHTS})")

@@ -37,7 +37,8 @@ def randomized_state_dict(config: VGGConfig, seed: int = 0, include_top: bool = 
     for spec in layer_plan(config, include_top):
         t, i, o = spec.torch_name, spec.in_features, spec.out_features
         if spec.kind == "conv":
-            sd[f"{t}.weight"] = normal((o, i, 3, 3), math.sqrt(2.0 / (9 * i)))
+            k = spec.kernel
+            sd[f"{t}.weight"] = normal((o, i, k, k), math.sqrt(2.0 / (k * k * i)))
             sd[f"{t}.bias"] = normal((o,), 0.1)
         elif spec.kind == "bn":
             sd[f"{t}.weight"] = rng.uniform(0.5, 1.5, o).astype(np.float32)

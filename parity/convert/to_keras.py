@@ -50,7 +50,7 @@ from parity.core.checkpoint import (
     read_folder_config,
     weights_in_folder,
 )
-from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.config import ARCHS, VGGConfig, get_config
 from parity.core.errors import ConversionError, first_line, list_problems, os_reason, shorten
 from parity.core.names import check_state_dict, infer_num_classes, preset_matching_state_dict
 from parity.core.state_dicts import FoundState, find_state_dict, layout_shapes
@@ -376,7 +376,7 @@ def _check_folder(path: Path, arch: str) -> None:
     declared = (read_folder_config(path) or {}).get("architecture")
     named = declared.split(".")[0] if isinstance(declared, str) else None
     if named is not None and named != arch:
-        hint = f": convert it as `python -m parity.convert {named} --checkpoint PATH`" if named in PRESETS else ""
+        hint = f": convert it as `python -m parity.convert {named} --checkpoint PATH`" if named in ARCHS else ""
         raise UsageError(
             f"The folder's config.json describes {declared}, not {arch}{hint}. Received: architecture={declared!r}"
         )
@@ -456,8 +456,8 @@ def _mismatch_message(found: FoundState, source: _Source, config: VGGConfig) -> 
 
 
 def _preset_fitting(state: dict[str, np.ndarray]) -> str | None:
-    """The preset whose keys and shapes ``state`` (the checkpoint's tensors under the prefix) has, if any."""
-    for arch, preset in PRESETS.items():
+    """The architecture whose keys and shapes ``state`` (the checkpoint's tensors under the prefix) has, if any."""
+    for arch, preset in ARCHS.items():
         try:
             if find_state_dict(state, preset).fits:
                 return arch

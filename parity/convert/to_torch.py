@@ -103,8 +103,12 @@ def _torchvision_reference(state: Mapping[str, np.ndarray], arch: str, config: V
     import torch
     import torchvision
 
+    from vgg_torch.builders import torchvision_load_kwargs
+
     with torch.device("meta"):
-        model = torchvision.models.get_model(arch, weights=None, init_weights=False, num_classes=config.num_classes)
+        model = torchvision.models.get_model(
+            arch, weights=None, num_classes=config.num_classes, **torchvision_load_kwargs(arch)
+        )
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
     if include_top:
         model.load_state_dict(tensors, strict=True, assign=True)

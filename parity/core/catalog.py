@@ -1,4 +1,4 @@
-"""torchvision's published VGG weights, described without importing torchvision.
+"""torchvision's published VGG and AlexNet weights, described without importing torchvision.
 
 Everything about one set of weights lives in one :class:`WeightsRecord`: where
 torchvision downloads it from, the hash its file name pins, the preprocessing it
@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from parity.core.config import PRESETS
+from parity.core.config import ARCHS
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -55,7 +55,7 @@ class WeightsRecord:
     """One set of torchvision weights for one architecture.
 
     Attributes:
-        arch: Preset name, e.g. ``"vgg16"``.
+        arch: Architecture name, e.g. ``"vgg16"`` or ``"alexnet"``.
         name: torchvision's enum member name, e.g. ``"IMAGENET1K_V1"``.
         url: Download address (torchvision's).
         num_params: Trainable parameters, from torchvision's ``meta``.
@@ -106,10 +106,11 @@ _RECORDS = (
     WeightsRecord("vgg16_bn", "IMAGENET1K_V1", _BASE + "vgg16_bn-6c64b313.pth", 138365992),
     WeightsRecord("vgg19", "IMAGENET1K_V1", _BASE + "vgg19-dcbb9e9d.pth", 143667240),
     WeightsRecord("vgg19_bn", "IMAGENET1K_V1", _BASE + "vgg19_bn-c79401a0.pth", 143678248),
+    WeightsRecord("alexnet", "IMAGENET1K_V1", _BASE + "alexnet-owt-7be5be79.pth", 61100840),
 )
 
 #: ``{arch: {weights name: record}}``; the first name per arch is its default.
-WEIGHTS: dict[str, dict[str, WeightsRecord]] = {arch: {} for arch in PRESETS}
+WEIGHTS: dict[str, dict[str, WeightsRecord]] = {arch: {} for arch in ARCHS}
 for _r in _RECORDS:
     WEIGHTS[_r.arch][_r.name] = _r
 
@@ -120,7 +121,7 @@ def get_weights_record(arch: str, name: str = DEFAULT_WEIGHTS) -> WeightsRecord:
     """Looks up one set of published weights.
 
     Args:
-        arch: Preset name, e.g. ``"vgg16"``.
+        arch: Architecture name, e.g. ``"vgg16"`` or ``"alexnet"``.
         name: torchvision's weights name, e.g. ``"IMAGENET1K_V1"``.
 
     Returns:

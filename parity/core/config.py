@@ -1,8 +1,10 @@
-"""The framework-free description of a VGG network.
+"""The framework-free description of a plain convolution stack: VGG and AlexNet.
 
-One frozen dataclass, :class:`VGGConfig`, describes a VGG: its convolutional
-stages, whether batch norm follows each convolution, the adaptive pool in front
-of the classifier, and the classifier itself. Both builders (``vgg_torch`` and
+One frozen dataclass, :class:`VGGConfig`, describes such a network: its
+convolutional stages (each convolution's kernel, stride and padding, each
+stage's max pool), whether batch norm follows each convolution, the adaptive
+pool in front of the classifier, and the classifier itself (where its dropout
+goes). Both builders (``vgg_torch`` and
 ``vgg_keras``) and the weight converter read the same config, and all of them
 walk it through :func:`layer_plan`, so the PyTorch module indices, the Keras
 layer names and the name map between them come from one place.
@@ -16,14 +18,18 @@ import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
+    "ALEXNET",
+    "ARCHS",
     "BN_EPSILON",
     "BN_MOMENTUM_TORCH",
     "PRESETS",
     "RECIPES",
+    "Conv",
     "LayerSpec",
+    "Pool",
     "VGGConfig",
     "get_config",
     "LAYER_FIELDS",
@@ -40,16 +46,54 @@ BN_EPSILON: float = 1e-5
 BN_MOMENTUM_TORCH: float = 0.1
 
 LayerKind = Literal["conv", "bn", "relu", "pool", "dense", "dropout"]
+ClassifierDropout = Literal["after", "before"]
+
+
+class Conv(NamedTuple):
+    """The geometry of one convolution (square kernel, equal stride and padding on both axes).
+
+    Attributes:
+        kernel: Kernel side.
+        stride: Stride.
+        padding: Zeros added on each side of both spatial axes.
+
+    Examples:
+        >>> Conv(11, stride=4, padding=2)
+        Conv(kernel=11, stride=4, padding=2)
+    """
+
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 1
+
+
+class Pool(NamedTuple):
+    """The geometry of one max pool (square window, no padding, rounding down as torch's default).
+
+    Attributes:
+        kernel: Window side.
+        stride: Stride.
+    """
+
+    kernel: int = 2
+    stride: int = 2
+
+
+#: VGG's convolution: 3x3, stride 1, padding 1.
+VGG_CONV = Conv()
+#: VGG's max pool: 2x2, stride 2.
+VGG_POOL = Pool()
 
 
 @dataclass(frozen=True)
 class VGGConfig:
-    """A VGG network, independent of any framework.
+    """A VGG-style network (VGG, AlexNet), independent of any framework.
 
     Args:
-        stages: Output widths of the 3x3 convolutions, one tuple per stage. A
-            2x2 max pool with stride 2 follows every stage, so a network with
-            ``n`` stages divides the input size by ``2**n`` (rounding down).
+        stages: Output widths of the convolutions, one tuple per stage. By
+            default every convolution is 3x3 with stride 1 and padding 1, and a
+            2x2 max pool with stride 2 follows every stage (VGG), so a network
+            with ``n`` stages divides the input size by ``2**n`` (rounding down).
         batch_norm: Whether a batch-norm layer follows every convolution (the
             torchvision ``*_bn`` variants).
         pool_size: Output ``(height, width)`` of the adaptive average pool in
@@ -66,9 +110,27 @@ class VGGConfig:
         dropout: Dropout probability after each hidden layer.
         in_channels: Channels of the input image.
         name: A name for the network, used in model names and reports.
+        convs: Each convolution's :class:`Conv` (kernel, stride, padding),
+            shaped as ``stages``; ``None`` means VGG's 3x3, stride 1, padding 1
+            everywhere (a value equal to that is stored as ``None``).
+        pools: The max pool after each stage, a :class:`Pool` (kernel, stride)
+            or ``None`` for a stage without one; ``None`` for the whole field
+            means VGG's 2x2, stride 2 after every stage (stored so when equal).
+        pool_batch_norm: Whether a batch-norm layer follows every max pool
+            (``block{b}_pool_bn``), as in the TensorFlow AlexNet recipe.
+        classifier_dropout: Where each hidden layer's dropout goes:
+            ``"after"`` its ReLU (torchvision's VGG: Linear, ReLU, Dropout) or
+            ``"before"`` its linear layer (torchvision's AlexNet: Dropout,
+            Linear, ReLU).
 
     Raises:
         ValueError: If any field is out of range.
+
+    Examples:
+        >>> ARCHS["alexnet"].min_input_size, ARCHS["alexnet"].num_params
+        (63, 61100840)
+        >>> VGGConfig(stages=((8,), (16,)), pools=(Pool(3, 2), None), pool_size=(2, 2)).min_input_size
+        3
     """
 
     stages: tuple[tuple[int, ...], ...]
@@ -80,11 +142,17 @@ class VGGConfig:
     dropout: float = 0.5
     in_channels: int = 3
     name: str = "vgg"
+    convs: tuple[tuple[Conv, ...], ...] | None = None
+    pools: tuple[Pool | None, ...] | None = None
+    pool_batch_norm: bool = False
+    classifier_dropout: ClassifierDropout = "after"
 
     def __post_init__(self) -> None:
         # Accept lists from users and JSON; store tuples so the config is hashable.
         object.__setattr__(self, "stages", tuple(tuple(s) for s in self.stages))
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "convs", _convs(self.convs, self.stages))
+        object.__setattr__(self, "pools", _pools(self.pools, self.stages))
         if self.pool_size is not None:
             object.__setattr__(self, "pool_size", _pair("pool_size", self.pool_size))
         if self.input_size is not None:
@@ -112,6 +180,15 @@ class VGGConfig:
             raise ValueError(f"`dropout` must be a float in [0, 1). Received: dropout={self.dropout!r}")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={self.batch_norm!r}")
+        if not isinstance(self.pool_batch_norm, bool):
+            raise ValueError(
+                f"`pool_batch_norm` must be True or False. Received: pool_batch_norm={self.pool_batch_norm!r}"
+            )
+        if self.classifier_dropout not in ("after", "before"):
+            raise ValueError(
+                "`classifier_dropout` must be 'after' (Linear, ReLU, Dropout) or 'before' (Dropout, Linear, ReLU). "
+                f"Received: classifier_dropout={self.classifier_dropout!r}"
+            )
         if self.pool_size is None:
             if self.input_size is None:
                 raise ValueError(
@@ -120,14 +197,53 @@ class VGGConfig:
                 )
             if min(self.input_size) < self.min_input_size:
                 raise ValueError(
-                    f"`input_size` must be at least {self.min_input_size} px per side for {len(self.stages)} "
-                    f"max-pool stages. Received: input_size={self.input_size!r}"
+                    f"`input_size` must be at least {self.min_input_size} px per side for these "
+                    f"{len(self.stages)} stages. Received: input_size={self.input_size!r}"
                 )
+
+    def stage_convs(self, stage: int) -> tuple[Conv, ...]:
+        """The :class:`Conv` of each convolution of a stage (0-based)."""
+        if self.convs is None:
+            return (VGG_CONV,) * len(self.stages[stage])
+        return self.convs[stage]
+
+    def stage_pool(self, stage: int) -> Pool | None:
+        """The max pool after a stage (0-based), or ``None``."""
+        return VGG_POOL if self.pools is None else self.pools[stage]
+
+    def feature_size(self, side: int) -> int:
+        """The side of the last feature map for an input side, as torch rounds (down).
+
+        Args:
+            side: Input height or width.
+
+        Returns:
+            The output side; 0 or less when the input is too small.
+        """
+        for stage in range(len(self.stages)):
+            for conv in self.stage_convs(stage):
+                if side + 2 * conv.padding < conv.kernel:
+                    return 0
+                side = (side + 2 * conv.padding - conv.kernel) // conv.stride + 1
+            pool = self.stage_pool(stage)
+            if pool is not None:
+                if side < pool.kernel:
+                    return 0
+                side = (side - pool.kernel) // pool.stride + 1
+        return side
 
     @property
     def min_input_size(self) -> int:
-        """Smallest input side that leaves at least one pixel after all max pools."""
-        return 2 ** len(self.stages)
+        """Smallest input side that leaves at least one pixel after all convolutions and max pools."""
+        side = 1
+        while self.feature_size(side) < 1:
+            side += 1
+        return side
+
+    @property
+    def is_vgg_geometry(self) -> bool:
+        """Whether every convolution is 3x3/1/1 and a 2x2/2 pool ends every stage (the input halves per stage)."""
+        return self.convs is None and self.pools is None
 
     @property
     def out_channels(self) -> int:
@@ -144,8 +260,7 @@ class VGGConfig:
         if self.pool_size is not None:
             return self.pool_size
         assert self.input_size is not None  # guaranteed by __post_init__
-        scale = 2 ** len(self.stages)
-        return (self.input_size[0] // scale, self.input_size[1] // scale)
+        return (self.feature_size(self.input_size[0]), self.feature_size(self.input_size[1]))
 
     @property
     def flat_features(self) -> int:
@@ -168,6 +283,19 @@ class VGGConfig:
         d["hidden"] = list(self.hidden)
         d["pool_size"] = list(self.pool_size) if self.pool_size is not None else None
         d["input_size"] = list(self.input_size) if self.input_size is not None else None
+        # Fields at their VGG default are left out, so VGG configs (and the files holding them) read as before.
+        for key, default in (
+            ("convs", None),
+            ("pools", None),
+            ("pool_batch_norm", False),
+            ("classifier_dropout", "after"),
+        ):
+            if d[key] == default:
+                del d[key]
+        if self.convs is not None:
+            d["convs"] = [[list(c) for c in stage] for stage in self.convs]
+        if self.pools is not None:
+            d["pools"] = [list(p) if p is not None else None for p in self.pools]
         return d
 
     @classmethod
@@ -187,6 +315,9 @@ class LayerSpec:
         block: 1-based stage index for feature layers, 0 for classifier layers.
         in_features: Input channels (conv) or features (dense); 0 where unused.
         out_features: Output channels/features; 0 where unused.
+        kernel: Kernel (conv) or window (pool) side; 0 where unused.
+        stride: Stride of a conv or pool; 0 where unused.
+        padding: Zeros on each side (conv); 0 elsewhere.
     """
 
     kind: LayerKind
@@ -195,16 +326,20 @@ class LayerSpec:
     block: int = 0
     in_features: int = 0
     out_features: int = 0
+    kernel: int = 0
+    stride: int = 0
+    padding: int = 0
 
 
 def layer_plan(config: VGGConfig, include_top: bool = True) -> Iterator[LayerSpec]:
     """Walks a config in forward order, naming each layer for both frameworks.
 
     Feature layers are numbered as ``torch.nn.Sequential`` numbers torchvision's
-    ``features`` (conv, [bn,] relu per conv, one max pool per stage) and named as
-    keras.applications names them (``block{b}_conv{i}``, ``block{b}_pool``).
-    Classifier layers follow torchvision's ``classifier`` (linear, relu, dropout
-    per hidden layer) and Keras' ``fc{j}`` / ``predictions``.
+    ``features`` (conv, [bn,] relu per conv, the stage's max pool if it has
+    one) and named as keras.applications names them (``block{b}_conv{i}``,
+    ``block{b}_pool``). Classifier layers follow torchvision's ``classifier``
+    (linear, relu, dropout per hidden layer, or dropout, linear, relu with
+    ``classifier_dropout="before"``) and Keras' ``fc{j}`` / ``predictions``.
 
     Args:
         config: The network.
@@ -216,8 +351,8 @@ def layer_plan(config: VGGConfig, include_top: bool = True) -> Iterator[LayerSpe
     index = 0
     channels = config.in_channels
     for b, stage in enumerate(config.stages, start=1):
-        for i, width in enumerate(stage, start=1):
-            yield LayerSpec("conv", f"block{b}_conv{i}", f"features.{index}", b, channels, width)
+        for i, (width, conv) in enumerate(zip(stage, config.stage_convs(b - 1)), start=1):
+            yield LayerSpec("conv", f"block{b}_conv{i}", f"features.{index}", b, channels, width, *conv)
             index += 1
             if config.batch_norm:
                 yield LayerSpec("bn", f"block{b}_bn{i}", f"features.{index}", b, width, width)
@@ -225,16 +360,25 @@ def layer_plan(config: VGGConfig, include_top: bool = True) -> Iterator[LayerSpe
             yield LayerSpec("relu", f"block{b}_relu{i}", f"features.{index}", b)
             index += 1
             channels = width
-        yield LayerSpec("pool", f"block{b}_pool", f"features.{index}", b)
-        index += 1
+        pool = config.stage_pool(b - 1)
+        if pool is not None:
+            yield LayerSpec("pool", f"block{b}_pool", f"features.{index}", b, kernel=pool.kernel, stride=pool.stride)
+            index += 1
+            if config.pool_batch_norm:
+                yield LayerSpec("bn", f"block{b}_pool_bn", f"features.{index}", b, channels, channels)
+                index += 1
     if not include_top:
         return
     features = config.flat_features
     for j, width in enumerate(config.hidden, start=1):
         base = 3 * (j - 1)
-        yield LayerSpec("dense", f"fc{j}", f"classifier.{base}", 0, features, width)
-        yield LayerSpec("relu", f"fc{j}_relu", f"classifier.{base + 1}")
-        yield LayerSpec("dropout", f"fc{j}_dropout", f"classifier.{base + 2}")
+        dense = LayerSpec("dense", f"fc{j}", "", 0, features, width)
+        dropout = LayerSpec("dropout", f"fc{j}_dropout", "")
+        order = (dense, LayerSpec("relu", f"fc{j}_relu", ""), dropout)
+        if config.classifier_dropout == "before":
+            order = (dropout, *order[:2])
+        for k, spec in enumerate(order):
+            yield dataclasses.replace(spec, torch_name=f"classifier.{base + k}")
         features = width
     yield LayerSpec("dense", "predictions", f"classifier.{3 * len(config.hidden)}", 0, features, config.num_classes)
 
@@ -251,7 +395,7 @@ def torch_parameter_shapes(config: VGGConfig, include_top: bool = True) -> Itera
     """
     for spec in layer_plan(config, include_top):
         if spec.kind == "conv":
-            yield f"{spec.torch_name}.weight", (spec.out_features, spec.in_features, 3, 3)
+            yield f"{spec.torch_name}.weight", (spec.out_features, spec.in_features, spec.kernel, spec.kernel)
             yield f"{spec.torch_name}.bias", (spec.out_features,)
         elif spec.kind == "bn":
             yield f"{spec.torch_name}.weight", (spec.out_features,)
@@ -286,6 +430,51 @@ def _is_pos_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
+def _is_count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _convs(convs: object, stages: tuple[tuple[int, ...], ...]) -> tuple[tuple[Conv, ...], ...] | None:
+    """Validates ``convs`` against ``stages``; returns it as :class:`Conv` tuples, or ``None`` for VGG's."""
+    if convs is None:
+        return None
+    shape = [len(s) for s in stages]
+    try:
+        found = tuple(tuple(Conv(*c) for c in stage) for stage in convs)  # type: ignore[union-attr]
+    except TypeError:
+        found = None
+    if (
+        found is None
+        or [len(s) for s in found] != shape
+        or not all(_is_pos_int(c.kernel) and _is_pos_int(c.stride) and _is_count(c.padding) for s in found for c in s)
+    ):
+        raise ValueError(
+            "`convs` must give a (kernel, stride, padding) of positive ints (padding >= 0) for each convolution, "
+            f"shaped as `stages` ({shape} per stage). Received: convs={convs!r}"
+        )
+    return None if all(c == VGG_CONV for s in found for c in s) else found
+
+
+def _pools(pools: object, stages: tuple[tuple[int, ...], ...]) -> tuple[Pool | None, ...] | None:
+    """Validates ``pools`` against ``stages``; returns it as :class:`Pool` tuples, or ``None`` for VGG's."""
+    if pools is None:
+        return None
+    try:
+        found = tuple(Pool(*p) if p is not None else None for p in pools)  # type: ignore[union-attr]
+    except TypeError:
+        found = None
+    if (
+        found is None
+        or len(found) != len(stages)
+        or not all(p is None or (_is_pos_int(p.kernel) and _is_pos_int(p.stride)) for p in found)
+    ):
+        raise ValueError(
+            "`pools` must give a (kernel, stride) of positive ints, or None for no pool, for each of the "
+            f"{len(stages)} stages. Received: pools={pools!r}"
+        )
+    return None if all(p == VGG_POOL for p in found) else found
+
+
 def _pair(field: str, value: object) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
@@ -309,12 +498,38 @@ PRESETS: dict[str, VGGConfig] = {
 }
 
 
+#: torchvision's AlexNet (``torchvision.models.alexnet``): five convolutions with kernels 11/5/3/3/3 (stride 4
+#: on the first; padding 2/2/1/1/1), 3x3 stride-2 max pools after the first, second and fifth, an adaptive
+#: pool to 6x6, and a classifier of Dropout, Linear, ReLU per hidden layer.
+ALEXNET = VGGConfig(
+    stages=((64,), (192,), (384,), (256,), (256,)),
+    convs=((Conv(11, 4, 2),), (Conv(5, 1, 2),), (Conv(3, 1, 1),), (Conv(3, 1, 1),), (Conv(3, 1, 1),)),
+    pools=(Pool(3, 2), Pool(3, 2), None, None, Pool(3, 2)),
+    pool_size=(6, 6),
+    input_size=(224, 224),
+    classifier_dropout="before",
+    name="alexnet",
+)
+
+#: Every torchvision architecture built here, by torchvision's builder name: the VGG :data:`PRESETS` and
+#: ``alexnet``.
+ARCHS: dict[str, VGGConfig] = {**PRESETS, "alexnet": ALEXNET}
+
 #: The fields that decide a network's layers and weight shapes, apart from the class and input channel counts.
-LAYER_FIELDS = ("stages", "batch_norm", "pool_size", "hidden")
+LAYER_FIELDS = (
+    "stages",
+    "batch_norm",
+    "pool_size",
+    "hidden",
+    "convs",
+    "pools",
+    "pool_batch_norm",
+    "classifier_dropout",
+)
 
 
 def preset_matching_config(config: VGGConfig) -> str | None:
-    """The preset whose layers equal this config's (:data:`LAYER_FIELDS`), ignoring class and input channel counts.
+    """The architecture whose layers equal this config's (:data:`LAYER_FIELDS`), ignoring class and input channels.
 
     Args:
         config: Any config.
@@ -326,28 +541,28 @@ def preset_matching_config(config: VGGConfig) -> str | None:
         >>> preset_matching_config(PRESETS["vgg16"].replace(num_classes=10))
         'vgg16'
     """
-    for arch, preset in PRESETS.items():
+    for arch, preset in ARCHS.items():
         if all(getattr(config, f) == getattr(preset, f) for f in LAYER_FIELDS):
             return arch
     return None
 
 
 def get_config(arch: str) -> VGGConfig:
-    """Returns the preset config of a torchvision variant.
+    """Returns the config of a torchvision architecture.
 
     Args:
-        arch: One of :data:`PRESETS`' keys, e.g. ``"vgg16_bn"``.
+        arch: One of :data:`ARCHS`' keys, e.g. ``"vgg16_bn"`` or ``"alexnet"``.
 
     Returns:
         The config.
 
     Raises:
-        ValueError: If ``arch`` is not a preset.
+        ValueError: If ``arch`` is not one of them.
     """
     try:
-        return PRESETS[arch]
+        return ARCHS[arch]
     except (KeyError, TypeError):
-        raise ValueError(f"`arch` must be one of {', '.join(PRESETS)}. Received: arch={arch!r}") from None
+        raise ValueError(f"`arch` must be one of {', '.join(ARCHS)}. Received: arch={arch!r}") from None
 
 
 #: Training recipes beside torchvision's presets, by name (not torchvision models).
@@ -356,6 +571,11 @@ def get_config(arch: str) -> VGGConfig:
 #: (13 convolutions, 3 max pools, no batch norm, no adaptive pool), classifier
 #: ``Linear(512*4*4, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU, Dropout,
 #: Linear(4096, 10)``; see docs/training_cifar10.md.
+#: ``paper_alexnet``: AlexNet as the TensorFlow versions of the paper's network write it, 227x227 input,
+#: convolutions of 96, 256, 384, 384 and 256 filters (11x11 stride 4 unpadded; 5x5 and 3x3 padded "same"),
+#: 3x3 stride-2 max pools after the first, second and fifth, each followed by batch norm (where the paper had
+#: local response normalization), no adaptive pool (fc1 reads the 6x6 map), two hidden layers of 4096 with
+#: dropout 0.2 after each, 10 classes. 58,323,530 trainable parameters.
 RECIPES: dict[str, VGGConfig] = {
     "cifar10_vgg16": VGGConfig(
         stages=((32, 32), (64, 64, 128, 128, 128), (256, 256, 256, 512, 512, 512)),
@@ -365,14 +585,26 @@ RECIPES: dict[str, VGGConfig] = {
         num_classes=10,
         name="cifar10_vgg16",
     ),
+    "paper_alexnet": VGGConfig(
+        stages=((96,), (256,), (384,), (384,), (256,)),
+        convs=((Conv(11, 4, 0),), (Conv(5, 1, 2),), (Conv(3, 1, 1),), (Conv(3, 1, 1),), (Conv(3, 1, 1),)),
+        pools=(Pool(3, 2), Pool(3, 2), None, None, Pool(3, 2)),
+        pool_batch_norm=True,
+        pool_size=None,
+        input_size=(227, 227),
+        hidden=(4096, 4096),
+        num_classes=10,
+        dropout=0.2,
+        name="paper_alexnet",
+    ),
 }
 
 
 def get_named_config(name: str) -> VGGConfig:
-    """Returns a torchvision preset or a training recipe by name.
+    """Returns a torchvision architecture or a training recipe by name.
 
     Args:
-        name: One of :data:`PRESETS`' or :data:`RECIPES`' keys.
+        name: One of :data:`ARCHS`' or :data:`RECIPES`' keys.
 
     Returns:
         The config.
@@ -384,6 +616,6 @@ def get_named_config(name: str) -> VGGConfig:
     if found is not None:
         return found
     try:
-        return PRESETS[name]
+        return ARCHS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"`name` must be one of {', '.join([*RECIPES, *PRESETS])}. Received: name={name!r}") from None
+        raise ValueError(f"`name` must be one of {', '.join([*RECIPES, *ARCHS])}. Received: name={name!r}") from None

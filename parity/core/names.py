@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity.core.config import PRESETS, VGGConfig, layer_plan, torch_state_shapes
+from parity.core.config import ARCHS, VGGConfig, layer_plan, torch_state_shapes
 from parity.core.errors import ConversionError, list_problems
 from parity.core.layouts import (
     conv_hwio_to_oihw,
@@ -87,7 +87,7 @@ def weight_map(config: VGGConfig, include_top: bool = True) -> list[WeightMappin
                     k,
                     0,
                     conv_oihw_to_hwio,
-                    (3, 3, spec.in_features, spec.out_features),
+                    (spec.kernel, spec.kernel, spec.in_features, spec.out_features),
                     conv_hwio_to_oihw,
                 ),
                 WeightMapping(f"{t}.bias", k, 1, identity, vector),
@@ -166,7 +166,7 @@ def check_state_dict(state_dict: Mapping[str, np.ndarray], config: VGGConfig, in
 
 
 def preset_matching_state_dict(state_dict: Mapping[str, np.ndarray], include_top: bool) -> str | None:
-    """The preset whose keys and shapes a state dict has exactly (any class count), if any.
+    """The architecture whose keys and shapes a state dict has exactly (any class count), if any.
 
     Args:
         state_dict: torchvision-layout names to arrays.
@@ -175,7 +175,7 @@ def preset_matching_state_dict(state_dict: Mapping[str, np.ndarray], include_top
     Returns:
         The preset's name, or ``None``.
     """
-    for arch, preset in PRESETS.items():
+    for arch, preset in ARCHS.items():
         found = infer_num_classes(state_dict, preset)
         try:
             check_state_dict(

@@ -61,8 +61,8 @@ def _classifier_names(config: VGGConfig) -> list[str]:
 def _timm_names(config: VGGConfig) -> dict[str, str]:
     """torchvision classifier module -> timm module (``{}`` where timm has no such head)."""
     names = _classifier_names(config)
-    if len(names) != 3 or config.pool_size is None:
-        return {}
+    if len(names) != 3 or config.pool_size is None or not config.is_vgg_geometry:
+        return {}  # timm's VGG head; timm has no AlexNet
     return dict(zip(names, ("pre_logits.fc1", "pre_logits.fc2", "head.fc")))
 
 

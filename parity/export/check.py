@@ -218,7 +218,7 @@ def torch_outputs(
         ref = torch_reference(state, config, x, include_top)
         references[key] = {
             **{k: v for k, v in ref.items() if k != "logits"},
-            "output": ref["logits"] if include_top else ref[f"block{len(config.stages)}"],
+            "output": ref["logits"] if include_top else ref[[k for k in ref if k.startswith("block")][-1]],
         }
     return references
 
@@ -397,8 +397,9 @@ def _run_tflite_blocks(path: Path, x: np.ndarray, batch: int | None) -> dict[str
             m = re.search(r"(?:^|/)block(\d+)_pool(?:_\d+)?/", d["name"])
             if m and len(d["shape"]) == 4 and f"block{m.group(1)}" not in found:
                 found[f"block{m.group(1)}"] = d
-        for key in sorted(found, key=lambda k: int(k[5:])):
-            collected.setdefault(key, []).append(_dequantized(interpreter, found[key]).transpose(0, 3, 1, 2))
+        # Numbered by pool, as torch_forward numbers them (AlexNet's block1, block2 and block5 pools: 1, 2, 3).
+        for i, key in enumerate(sorted(found, key=lambda k: int(k[5:])), start=1):
+            collected.setdefault(f"block{i}", []).append(_dequantized(interpreter, found[key]).transpose(0, 3, 1, 2))
     return {k: np.concatenate(v) for k, v in collected.items()}
 
 

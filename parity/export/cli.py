@@ -35,7 +35,7 @@ import argparse
 from collections.abc import Sequence
 
 from parity.cli import UsageError, add_verbose_option, hide_framework_logs, report_result, run_cli
-from parity.core.config import PRESETS
+from parity.core.config import ARCHS
 from parity.export.options import FORMATS, QUANTIZATIONS
 from parity.export.pipeline import export
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m parity.export",
         description="Export converted VGG weights as a SavedModel, TFLite or ONNX file, verified against torchvision.",
     )
-    parser.add_argument("arch", choices=list(PRESETS), help="torchvision architecture")
+    parser.add_argument("arch", choices=list(ARCHS), help="torchvision architecture")
     parser.add_argument(
         "--weights",
         metavar="FILE|converted",

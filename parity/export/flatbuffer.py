@@ -4,11 +4,12 @@ The same walk that builds both frameworks' models and the name map
 (:func:`parity.core.config.layer_plan`) emits the file's operators, with
 LiteRT's own flatbuffer schema (``ai_edge_litert.schema_py_generated``):
 
-- each convolution is a ``CONV_2D`` (3x3, stride 1, ``SAME``: torch's padding
-  of 1) with its ReLU fused, its filter stored as ``[out, kh, kw, in]`` (the
+- each convolution is a ``CONV_2D`` (VGG's 3x3, stride 1, ``SAME``: torch's
+  padding of 1; AlexNet's first, torch's ``PAD`` then ``VALID`` with stride 4)
+  with its ReLU fused, its filter stored as ``[out, kh, kw, in]`` (the
   layout ``CONV_2D`` reads) and batch norm, where there is one, folded into
   filter and bias in float64 before one rounding to float32;
-- each max pool a ``MAX_POOL_2D`` (2x2, stride 2, ``VALID``: torch's floor);
+- each max pool a ``MAX_POOL_2D`` (torch's window and stride, ``VALID``: torch's floor);
 - the adaptive average pool nothing where it is the identity (224 px), an
   ``AVERAGE_POOL_2D`` where it tiles the map evenly, and otherwise a matrix
   folded into fc1 (both are linear), so that no pool op is left;
@@ -37,7 +38,7 @@ import numpy as np
 
 from parity.core.config import VGGConfig, layer_plan
 from parity.core.layouts import conv_oihw_to_ohwi, dense_columns_chw_to_hwc
-from parity.export.folding import feature_layers
+from parity.export.folding import FeatureLayer, feature_layers
 
 __all__ = ["ALIGNMENT", "adaptive_pool_matrix", "write_tflite"]
 
@@ -121,31 +122,61 @@ class _AlignedBuffer:
         return self.s.BufferEnd(builder)
 
 
-def _conv(
-    g: _Graph, x: int, shape: list[int], name: str, kernel: np.ndarray, bias: np.ndarray
-) -> tuple[int, list[int]]:
-    """A ``CONV_2D`` with its ReLU fused; ``kernel`` is torch's OIHW, stored as the ``[out, kh, kw, in]`` it reads."""
+def _conv(g: _Graph, x: int, shape: list[int], layer: FeatureLayer) -> tuple[int, list[int]]:
+    """A ``CONV_2D`` with its ReLU fused; ``kernel`` is torch's OIHW, stored as the ``[out, kh, kw, in]`` it reads.
+
+    torch's padding is ``SAME`` where that pads alike (stride 1, odd kernel, padding ``(kernel - 1) / 2``: every
+    VGG convolution); otherwise a ``PAD`` of torch's zeros before a ``VALID`` convolution.
+    """
     s = g.s
+    name, kernel, k, stride, pad = (
+        layer.name,
+        np.asarray(layer.kernel, np.float32),
+        layer.size,
+        layer.stride,
+        layer.padding,
+    )
     opts = s.Conv2DOptionsT()
-    opts.padding, opts.strideH, opts.strideW = s.Padding.SAME, 1, 1
+    if stride == 1 and k % 2 == 1 and pad == k // 2:
+        opts.padding = s.Padding.SAME
+    else:
+        opts.padding = s.Padding.VALID
+        if pad:
+            x, shape = _zero_pad(g, x, shape, f"vgg/{name}/Pad", pad)
+    opts.strideH = opts.strideW = stride
     opts.dilationHFactor = opts.dilationWFactor = 1
     opts.fusedActivationFunction = s.ActivationFunctionType.RELU
-    filt = g.constant(f"vgg/{name}/filter", conv_oihw_to_ohwi(np.asarray(kernel, np.float32)))
-    b = g.constant(f"vgg/{name}/bias", np.asarray(bias, np.float32))
-    out_shape = [*shape[:3], kernel.shape[0]]
+    filt = g.constant(f"vgg/{name}/filter", conv_oihw_to_ohwi(kernel))
+    b = g.constant(f"vgg/{name}/bias", np.asarray(layer.bias, np.float32))
+    if opts.padding == s.Padding.SAME:
+        out_shape = [*shape[:3], kernel.shape[0]]
+    else:
+        out_shape = [shape[0], (shape[1] - k) // stride + 1, (shape[2] - k) // stride + 1, kernel.shape[0]]
     y = g.activation(f"vgg/{name}/Relu", out_shape)
     g.op(s.BuiltinOperator.CONV_2D, [x, filt, b], [y], s.BuiltinOptions.Conv2DOptions, opts)
     return y, out_shape
 
 
-def _pool(g: _Graph, x: int, shape: list[int], name: str, code: int, window: tuple[int, int]) -> tuple[int, list[int]]:
+def _zero_pad(g: _Graph, x: int, shape: list[int], name: str, pad: int) -> tuple[int, list[int]]:
+    """A ``PAD`` of ``pad`` zeros on each side of an NHWC map's height and width."""
+    s = g.s
+    paddings = g.constant(f"{name}/paddings", np.asarray([[0, 0], [pad, pad], [pad, pad], [0, 0]], np.int32))
+    out_shape = [shape[0], shape[1] + 2 * pad, shape[2] + 2 * pad, shape[3]]
+    y = g.activation(name, out_shape)
+    g.op(s.BuiltinOperator.PAD, [x, paddings], [y], s.BuiltinOptions.PadOptions, s.PadOptionsT())
+    return y, out_shape
+
+
+def _pool(
+    g: _Graph, x: int, shape: list[int], name: str, code: int, window: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, list[int]]:
     s = g.s
     opts = s.Pool2DOptionsT()
     opts.padding = s.Padding.VALID
-    opts.strideH, opts.strideW = window
+    opts.strideH, opts.strideW = stride
     opts.filterHeight, opts.filterWidth = window
     opts.fusedActivationFunction = s.ActivationFunctionType.NONE
-    out_shape = [shape[0], shape[1] // window[0], shape[2] // window[1], shape[3]]
+    out_shape = [shape[0], (shape[1] - window[0]) // stride[0] + 1, (shape[2] - window[1]) // stride[1] + 1, shape[3]]
     y = g.activation(name, out_shape)
     g.op(code, [x], [y], s.BuiltinOptions.Pool2DOptions, opts)
     return y, out_shape
@@ -185,9 +216,10 @@ def _features(g: _Graph, config: VGGConfig, state: Mapping[str, np.ndarray], x: 
     """Convolutions (batch norm folded in) and max pools, stage by stage; returns the last pool's tensor and shape."""
     for layer in feature_layers(config, state):
         if layer.kind == "conv":
-            x, shape = _conv(g, x, shape, layer.name, layer.kernel, layer.bias)
+            x, shape = _conv(g, x, shape, layer)
         else:
-            x, shape = _pool(g, x, shape, f"vgg/{layer.name}/MaxPool", g.s.BuiltinOperator.MAX_POOL_2D, (2, 2))
+            window, stride = (layer.size, layer.size), (layer.stride, layer.stride)
+            x, shape = _pool(g, x, shape, f"vgg/{layer.name}/MaxPool", g.s.BuiltinOperator.MAX_POOL_2D, window, stride)
     return x, shape
 
 
@@ -198,7 +230,7 @@ def _classifier(g: _Graph, config: VGGConfig, state: Mapping[str, np.ndarray], x
     kernels = [state[f"{spec.torch_name}.weight"] for spec in dense]  # torch's [out, in]: what FULLY_CONNECTED reads
     kernels[0], window = _fc1_for_map(config, kernels[0], shape)
     if window is not None:
-        x, shape = _pool(g, x, shape, "vgg/avgpool/AvgPool", s.BuiltinOperator.AVERAGE_POOL_2D, window)
+        x, shape = _pool(g, x, shape, "vgg/avgpool/AvgPool", s.BuiltinOperator.AVERAGE_POOL_2D, window, window)
     flat = int(np.prod(shape[1:]))
     y = g.activation("vgg/flatten/Reshape", [shape[0], flat])
     new_shape = g.constant("vgg/flatten/shape", np.asarray([-1, flat], np.int32))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parity.core.config import BN_EPSILON, VGGConfig, layer_plan
+from parity.core.errors import ConversionError
 
 __all__ = ["BN_TENSORS", "FeatureLayer", "feature_layers", "fold_batch_norm"]
 
@@ -55,16 +56,22 @@ class FeatureLayer:
     """One layer of the convolutional part as a directly written file holds it.
 
     Attributes:
-        kind: ``"conv"`` (3x3, stride 1, padding 1, ReLU after) or ``"pool"`` (2x2 max pool, stride 2).
+        kind: ``"conv"`` (ReLU after) or ``"pool"`` (max pool, no padding, torch's floor).
         name: Its Keras name (``block{b}_conv{i}``, ``block{b}_pool``).
         kernel: A convolution's OIHW kernel with its batch norm folded in (float64 where folded), else ``None``.
         bias: Its bias, likewise.
+        size: Kernel (or pool window) side: 3 (2 for a pool) in every VGG.
+        stride: Stride: 1 (2 for a pool) in every VGG.
+        padding: A convolution's zeros on each side: 1 in every VGG; 0 for a pool.
     """
 
     kind: str
     name: str
     kernel: np.ndarray | None = None
     bias: np.ndarray | None = None
+    size: int = 3
+    stride: int = 1
+    padding: int = 0
 
 
 def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterator[FeatureLayer]:
@@ -76,7 +83,15 @@ def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterat
 
     Yields:
         One :class:`FeatureLayer` per convolution and per pool.
+
+    Raises:
+        ConversionError: If a batch norm follows a max pool (``config.pool_batch_norm``).
     """
+    if config.pool_batch_norm:
+        raise ConversionError(
+            "A batch norm after a max pool cannot be folded into a convolution, so this network is not written "
+            f"directly; export it through Keras (a SavedModel). Received: pool_batch_norm=True ({config.name})"
+        )
     specs = list(layer_plan(config, include_top=False))
     for i, spec in enumerate(specs):
         if spec.kind == "conv":
@@ -84,6 +99,6 @@ def feature_layers(config: VGGConfig, state: Mapping[str, np.ndarray]) -> Iterat
             following = specs[i + 1] if i + 1 < len(specs) else None
             if following is not None and following.kind == "bn":
                 kernel, bias = fold_batch_norm(kernel, bias, state, following.torch_name)
-            yield FeatureLayer("conv", spec.keras_name, kernel, bias)
+            yield FeatureLayer("conv", spec.keras_name, kernel, bias, spec.kernel, spec.stride, spec.padding)
         elif spec.kind == "pool":
-            yield FeatureLayer("pool", spec.keras_name)
+            yield FeatureLayer("pool", spec.keras_name, size=spec.kernel, stride=spec.stride)

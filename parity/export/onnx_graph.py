@@ -2,11 +2,11 @@
 
 ONNX computes in torch's NCHW, so every weight is stored as torch stores it:
 
-- each convolution a ``Conv`` (3x3, stride 1, pads 1: torch's padding) with
+- each convolution a ``Conv`` (torch's kernel, stride and padding: 3x3, 1, 1 in VGG) with
   batch norm, where there is one, folded into kernel and bias in float64
   before one rounding to float32 (:func:`parity.export.folding.feature_layers`),
   then a ``Relu``;
-- each max pool a ``MaxPool`` (2x2, stride 2, floor: torch's);
+- each max pool a ``MaxPool`` (torch's window and stride, floor: 2x2, 2 in VGG);
 - the adaptive average pool, for any map of ``h x w`` cells, computed at run
   time from the map's own shape: for output cell ``i`` torch averages rows
   ``floor(i*h/p)`` to ``ceil((i+1)*h/p)`` (exclusive); ``Shape``, ``Range``
@@ -18,7 +18,8 @@ ONNX computes in torch's NCHW, so every weight is stored as torch stores it:
   torch stores them), with a ``Relu`` after each hidden one.
 
 The batch is dynamic, and so are height and width wherever the network allows
-(with the adaptive pool, or without the top): any size of at least 32 px. A
+(with the adaptive pool, or without the top): any size of at least the network's
+smallest (32 px for VGG, 63 for AlexNet). A
 ``channels_last`` file starts with one ``Transpose`` to NCHW (and, without the
 top, ends with one back). Each stage's output is named ``block{i}_pool``, so
 the checker can run the file's own nodes up to each block
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parity.core.config import VGGConfig, layer_plan
-from parity.export.folding import feature_layers
+from parity.export.folding import FeatureLayer, feature_layers
 
 if TYPE_CHECKING:
     import onnx
@@ -89,11 +90,19 @@ class _Graph:
         return output
 
 
-def _conv(g: _Graph, x: str, name: str, kernel: np.ndarray, bias: np.ndarray) -> str:
-    """``Conv`` (torch's OIHW kernel as it is, pads 1) then ``Relu``."""
-    w = g.constant(f"{name}/kernel", np.asarray(kernel, np.float32))
-    b = g.constant(f"{name}/bias", np.asarray(bias, np.float32))
-    y = g.node("Conv", [x, w, b], name, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+def _conv(g: _Graph, x: str, layer: FeatureLayer) -> str:
+    """``Conv`` (torch's OIHW kernel as it is, torch's stride and padding) then ``Relu``."""
+    name = layer.name
+    w = g.constant(f"{name}/kernel", np.asarray(layer.kernel, np.float32))
+    b = g.constant(f"{name}/bias", np.asarray(layer.bias, np.float32))
+    y = g.node(
+        "Conv",
+        [x, w, b],
+        name,
+        kernel_shape=[layer.size] * 2,
+        pads=[layer.padding] * 4,
+        strides=[layer.stride] * 2,
+    )
     return g.node("Relu", [y], f"{name}_relu")
 
 
@@ -188,9 +197,9 @@ def _graph(
         x = g.node("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])
     for layer in feature_layers(config, state):
         if layer.kind == "conv":
-            x = _conv(g, x, layer.name, layer.kernel, layer.bias)  # type: ignore[arg-type]
+            x = _conv(g, x, layer)
         else:
-            x = g.node("MaxPool", [x], layer.name, kernel_shape=[2, 2], strides=[2, 2])
+            x = g.node("MaxPool", [x], layer.name, kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2)
     if include_top:
         _classifier(g, config, state, x)
     elif data_format == "channels_last":
@@ -293,7 +302,7 @@ def write_onnx(
         553441829
     """
     g, in_shape = _graph(config, state, include_top, data_format, size)
-    what = "logits" if include_top else f"the block{len(config.stages)} feature map"
+    what = "logits" if include_top else f"the {_pools(config)[-1][0]} feature map"
     doc = f"{config.name}: {what} from {data_format} images; written by vgg-parity from torchvision's weights"
     model_head, graph_head = _model_head(g, in_shape, _output_shape(config, include_top, data_format), doc)
     tensors = [_tensor_parts(name, array) for name, array in g.constants]
@@ -326,8 +335,8 @@ def block_model(path: str | os.PathLike[str], config: VGGConfig) -> bytes:
 
     model = onnx.load(os.fspath(path))
     graph = model.graph
-    stages = len(config.stages)
-    wanted = {f"block{i}_pool" for i in range(1, stages + 1)}
+    pools = _pools(config)
+    wanted = {name for name, _ in pools}
     end = 0
     while wanted and end < len(graph.node):
         wanted.discard(graph.node[end].output[0])
@@ -339,7 +348,18 @@ def block_model(path: str | os.PathLike[str], config: VGGConfig) -> bytes:
             del graph.initializer[i]
     del graph.output[:]
     graph.output.extend(
-        helper.make_tensor_value_info(f"block{i}_pool", TensorProto.FLOAT, ["batch", stage[-1], f"h{i}", f"w{i}"])
-        for i, stage in enumerate(config.stages, start=1)
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, f"h{i}", f"w{i}"])
+        for i, (name, channels) in enumerate(pools, start=1)
     )
     return model.SerializeToString()
+
+
+def _pools(config: VGGConfig) -> list[tuple[str, int]]:
+    """Each max pool's node name (``block{b}_pool``) and channels, in order."""
+    pools, channels = [], config.in_channels
+    for spec in layer_plan(config, include_top=False):
+        if spec.kind == "conv":
+            channels = spec.out_features
+        elif spec.kind == "pool":
+            pools.append((spec.keras_name, channels))
+    return pools

@@ -141,10 +141,12 @@ def check_options(
         )
     if input_size is not None:
         h, w = input_size
-        minimum = 32 if get_config(arch).pool_size is not None else None
+        config = get_config(arch)
+        minimum = config.min_input_size if config.pool_size is not None else None
         if h < 1 or w < 1 or (minimum is not None and min(h, w) < minimum):
+            why = "five 2x2 pools" if config.is_vgg_geometry else f"{arch}'s strided convolutions and pools"
             raise UsageError(
-                f"--input-size must be at least {minimum} x {minimum} (five 2x2 pools). Received: --input-size {h} {w}"
+                f"--input-size must be at least {minimum} x {minimum} ({why}). Received: --input-size {h} {w}"
             )
     if quantize == "int8" and input_size is not None and input_size[0] != input_size[1]:
         raise UsageError(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parity.cli import UsageError, log
-from parity.core.config import PRESETS, VGGConfig, get_config
+from parity.core.config import ARCHS, VGGConfig, get_config
 from parity.core.errors import first_line, os_reason
 from parity.core.weights_file import sidecar_path
 from parity.export import check as export_check
@@ -518,8 +518,8 @@ def export(
         >>> result.passed, result.output  # doctest: +SKIP
         (True, PosixPath('vgg16.tflite'))
     """
-    if arch not in PRESETS:
-        raise UsageError(f"ARCH must be one of {', '.join(PRESETS)}. Received: arch={arch!r}")
+    if arch not in ARCHS:
+        raise UsageError(f"ARCH must be one of {', '.join(ARCHS)}. Received: arch={arch!r}")
     data_format = data_format or default_data_format(fmt)
     check_options(arch, fmt, quantize, input_size, data_format, batch_size)
     calibration_folder = check_calibration(calibration, quantize)

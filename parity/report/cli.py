@@ -44,7 +44,7 @@ from parity.cli import UsageError, add_verbose_option, hide_framework_logs, log
 from parity.compare import BACKEND_MODES, LOGIT_RTOL, MODES, ParityReport
 from parity.core.atomic import write_atomic
 from parity.core.catalog import get_weights_record
-from parity.core.config import PRESETS
+from parity.core.config import ARCHS, PRESETS
 from parity.machine import cpu_name, package_versions
 
 __all__ = ["build_parser", "main", "parse_size", "run_report"]
@@ -80,7 +80,7 @@ def _pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
     from parity.compare import build_pair
     from parity.convert.random_weights import randomized_state_dict
 
-    config = PRESETS[arch]
+    config = ARCHS[arch]
     if source != "converted":
         return build_pair(config, randomized_state_dict(config, seed))
     from vgg_keras.weights import converted_weights_path
@@ -89,7 +89,9 @@ def _pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
     if not path.exists():
         raise SystemExit(f"error: no converted weights at {path}: run `python -m parity.convert {arch}` first.")
     record = get_weights_record(arch)
-    reference = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
+    from vgg_torch.builders import torchvision_load_kwargs
+
+    reference = torchvision.models.get_model(arch, weights=None, **torchvision_load_kwargs(arch)).eval()
     state = torch.hub.load_state_dict_from_url(record.url, progress=True, check_hash=True, weights_only=True)
     reference.load_state_dict(state, strict=True)
     model = vgg_keras.build_vgg(config, weights=os.fspath(path), classifier_activation=None)
@@ -336,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m parity.report",
         description="How closely vgg_keras reproduces torchvision, per variant, input size, execution mode and block.",
     )
-    parser.add_argument("archs", nargs="*", metavar="ARCH", help=f"presets among {', '.join(PRESETS)} (default: all)")
+    parser.add_argument("archs", nargs="*", metavar="ARCH", help=f"among {', '.join(ARCHS)} (default: the VGG presets)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--init", choices=["random-all"], default="random-all", help="every tensor random (default)")
     src.add_argument("--weights", choices=["converted"], help="torchvision's ImageNet weights vs the converted cache")
@@ -393,9 +395,17 @@ def _check_args(args: argparse.Namespace) -> None:
     """
     if args.train_steps is not None and args.train_steps < 1:
         raise UsageError(f"--train-steps must be a positive integer. Received: --train-steps {args.train_steps}")
-    unknown = [a for a in args.archs if a not in PRESETS]
+    unknown = [a for a in args.archs if a not in ARCHS]
     if unknown:
-        raise UsageError(f"ARCH must be among {', '.join(PRESETS)}. Received: {' '.join(unknown)}")
+        raise UsageError(f"ARCH must be among {', '.join(ARCHS)}. Received: {' '.join(unknown)}")
+    for arch in args.archs:
+        smallest = ARCHS[arch].min_input_size
+        small = [f"{h}x{w}" for h, w in args.sizes if min(h, w) < smallest]
+        if small:
+            raise UsageError(
+                f"{arch} takes inputs of at least {smallest} px: pass --sizes without the smaller ones, "
+                f"e.g. --sizes 224 {smallest} 300x200. Received: --sizes ... {' '.join(small)}"
+            )
     if not args.out_dir.is_dir():
         raise UsageError(f"--out-dir does not exist: create it first. Received: --out-dir {args.out_dir}")
 

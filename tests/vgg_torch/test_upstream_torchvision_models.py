@@ -154,6 +154,8 @@ def _cases() -> list[object]:
             cases.append(pytest.param(arch, (1, 3, 32, 32), id=f"{arch}-32px"))
         extended = () if arch == "vgg16" else (pytest.mark.extended,)  # vgg11_bn: at 32 px above
         cases.append(pytest.param(arch, (1, 3, 224, 224), id=f"{arch}-224px", marks=[pytest.mark.full, *extended]))
+    full_extended = [pytest.mark.full, pytest.mark.extended]
+    cases.append(pytest.param("alexnet", (1, 3, 224, 224), id="alexnet-224px", marks=full_extended))
     return cases
 
 
