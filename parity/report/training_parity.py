@@ -45,11 +45,13 @@ __all__ = [
     "cross_entropy_torch",
     "gradient_diffs",
     "keras_gradients",
+    "keras_sgd_step",
     "keras_state",
     "plot_losses",
     "report",
     "run_training",
     "torch_gradients",
+    "torch_sgd_step",
     "training_batches",
 ]
 
@@ -394,7 +396,7 @@ def run_training(
     scheduler = torch.optim.lr_scheduler.StepLR(torch_opt, step_size=step_size, gamma=gamma)
     schedule = StepLR(lr, step_size=step_size, gamma=gamma, steps_per_epoch=steps_per_epoch)
     optimizer = keras_optimizer(schedule) if keras_optimizer is not None else TorchSGD(schedule, **options)
-    torch_step, keras_step = _torch_sgd_step(reference, torch_opt), _keras_sgd_step(model, optimizer)
+    torch_step, keras_step = torch_sgd_step(reference, torch_opt), keras_sgd_step(model, optimizer)
     rates, torch_losses, keras_losses = [], [], []
     for step, (x, y) in enumerate(training_batches(config, steps, batch, size, seed)):
         rates.append(float(torch_opt.param_groups[0]["lr"]))
@@ -405,7 +407,7 @@ def run_training(
     return _training_run(config, reference, model, rates, torch_losses, keras_losses)
 
 
-def _torch_sgd_step(
+def torch_sgd_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> Callable[[np.ndarray, np.ndarray], float]:
     """torch's training step: forward in training mode, cross-entropy, backward, ``optimizer.step()``.
@@ -429,7 +431,7 @@ def _torch_sgd_step(
     return step
 
 
-def _keras_sgd_step(
+def keras_sgd_step(
     model: keras.Model, optimizer: keras.optimizers.Optimizer
 ) -> Callable[[np.ndarray, np.ndarray], float]:
     """Keras' training step: a ``tf.function`` with forward in training mode, cross-entropy on logits and the update.

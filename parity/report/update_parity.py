@@ -32,11 +32,11 @@ import numpy as np
 from parity.core.config import VGGConfig
 from parity.report.training_parity import (
     GradientDiff,
-    _keras_sgd_step,
-    _torch_sgd_step,
     cancelled_biases,
     gradient_diffs,
+    keras_sgd_step,
     keras_state,
+    torch_sgd_step,
     training_batches,
 )
 
@@ -175,13 +175,13 @@ def update_parity(
     reference, model = build_pair(config, state_dict)
     schedule = StepLR(lr, step_size=1, gamma=0.1, steps_per_epoch=steps_per_rate)
     optimizer = keras_optimizer(schedule) if keras_optimizer is not None else TorchSGD(schedule, **options)
-    keras_step = _keras_sgd_step(model, optimizer)
+    keras_step = keras_sgd_step(model, optimizer)
     torch_runs = {}
     for dtype in (torch.float64, torch.float32):  # float64 first: it copies the start weights
         net = (copy.deepcopy(reference).double() if dtype == torch.float64 else reference).train()
         opt = torch.optim.SGD(net.parameters(), lr=lr, **options)
         scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
-        step_fn = _torch_sgd_step(net, opt)
+        step_fn = torch_sgd_step(net, opt)
         for i, (x, y) in enumerate(training_batches(config, steps, batch, size, seed)):
             step_fn(x.astype(np.float64) if dtype == torch.float64 else x, y)
             if (i + 1) % steps_per_rate == 0:
