@@ -34,7 +34,9 @@ class _Float32OpenVINO:
     def __getattr__(self, name: str) -> object:
         return getattr(self._module, name)
 
-    def compile_model(self, model: object, device_name: str = "AUTO", config: dict[str, object] | None = None) -> object:
+    def compile_model(
+        self, model: object, device_name: str = "AUTO", config: dict[str, object] | None = None
+    ) -> object:
         """``openvino.compile_model`` with :data:`PRECISION_CONFIG` under the caller's config."""
         return self._module.compile_model(model, device_name, {**PRECISION_CONFIG, **(config or {})})
 
