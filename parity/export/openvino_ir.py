@@ -41,7 +41,12 @@ PRECISION_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def bin_path(xml: str | os.PathLike[str]) -> Path:
-    """The weights file of an IR: ``m.xml`` -> ``m.bin``, where OpenVINO looks for it."""
+    """The weights file of an IR: ``m.xml`` -> ``m.bin``, where OpenVINO looks for it.
+
+    Examples:
+        >>> bin_path("out/vgg16.xml").name
+        'vgg16.bin'
+    """
     return Path(xml).with_suffix(".bin")
 
 
@@ -95,6 +100,11 @@ def compiled_model(
 
     Returns:
         The compiled model; its outputs are named ``output`` and ``block1_pool`` ....
+
+    Examples:
+        >>> compiled = compiled_model("vgg16.xml")  # doctest: +SKIP
+        >>> compiled(images_nchw)["output"].shape  # doctest: +SKIP
+        (2, 1000)
     """
     import openvino as ov
 

@@ -84,6 +84,8 @@ def test_ir_matches_torch_at_every_size_and_batch(small_ir: tuple[Path, dict[str
     path, state = small_ir
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.bin", "m.xml"]  # the scratch ONNX file is gone
     assert _worst_against_torch(path, state, SIZES) <= FP32_RTOL
+    # fp32 on every CPU, not only where bf16 would show in the figure above
+    assert openvino_ir.compiled_model(path).get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
 
 
 def test_batch_and_size_are_dynamic_and_weights_fp32(small_ir: tuple[Path, dict[str, np.ndarray]]) -> None:
