@@ -197,7 +197,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"{results['rounds']} rounds; ratios > 1: faster than torch eager", ""]  # fmt: skip
     lines += table(
         ["runtime", "computes in", "batch 1 (ms)", "vs torch", "batch 8 (images/s)", "vs torch",
-         "max |diff| / max |torch|", "others' CPU"],
+         "max abs diff / max abs torch", "others' CPU"],
         "llrrrrrr",
         ([r["cell"], r["precision"], f"{r['latency_ms']:.0f}", f"{r['latency_vs_torch']:.2f}x",
           f"{r['throughput']:.2f}", f"{r['throughput_vs_torch']:.2f}x", f"{r['max_rel_vs_torch']:.1e}",
