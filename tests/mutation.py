@@ -427,7 +427,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "Keras' OpenVINO backend's predict compiles in the CPU plugin's default precision (bf16 where the CPU has it)",
         "vgg_keras/openvino_precision.py",
         (("    if not isinstance(trainer.ov, _Float32OpenVINO):", "    if False:"),),
-        ("tests/parity/test_backends.py::test_modes_on_other_backends",),
+        ("tests/parity/test_backends.py::test_modes_on_other_backends[openvino]",),
     ),
     Mutant(
         "openvino_ir_fp16",
