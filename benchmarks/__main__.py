@@ -18,7 +18,9 @@ options, ``--quick`` for a smoke run, ``--out FILE`` to keep every sample):
 Run alone (not by ``python -m benchmarks``): ``python -m benchmarks.export_speed``
 (exported SavedModel and TFLite files), ``python -m benchmarks.onnx_export``
 (peak RSS of ``parity.export --format onnx`` for vgg16 against its imports and
-weights; onnxruntime beside torch eager at batch 1 and 8, ~5 min), ``python -m benchmarks.tflite_peers``
+weights; onnxruntime beside torch eager at batch 1 and 8, ~5 min), ``python -m benchmarks.runtimes``
+(torch eager, TensorFlow XLA, onnxruntime, OpenVINO's runtime on the IR and Keras' OpenVINO backend at
+batch 1 and 8, each in a fresh process in turn, ~10 min), ``python -m benchmarks.tflite_peers``
 (the project's TFLite files beside litert-torch's and onnx2tf's: build time and
 memory from a ``.pth``, ops, speed at batch 1, 4 and 8; the peers are installed
 in throwaway environments, ~15 min), ``python -m benchmarks.bf16`` (Keras

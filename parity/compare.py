@@ -229,11 +229,13 @@ def torch_forward(model: torch.nn.Module, x_nchw: np.ndarray, include_top: bool 
 MODES: tuple[str, ...] = ("eager", "graph", "xla", "predict")
 #: The modes each Keras backend runs: ``tf.function`` and XLA exist only on
 #: TensorFlow. On JAX, ``predict`` runs the model under ``jax.jit``; on torch,
-#: eagerly under ``torch.no_grad``.
+#: eagerly under ``torch.no_grad``; on OpenVINO (inference only), both compile
+#: the graph with OpenVINO's CPU plugin in fp32 (:mod:`vgg_keras.openvino_precision`).
 BACKEND_MODES: dict[str, tuple[str, ...]] = {
     "tensorflow": MODES,
     "jax": ("eager", "predict"),
     "torch": ("eager", "predict"),
+    "openvino": ("eager", "predict"),
 }
 
 #: The attribute of a model that holds its runners: it lives and dies with the

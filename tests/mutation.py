@@ -464,6 +464,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/parity/export/test_alexnet_export.py",),
     ),
+    Mutant(
+        "openvino_predict_bf16",
+        "model",
+        "Keras' OpenVINO backend's predict compiles in the CPU plugin's default precision (bf16 where the CPU has it)",
+        "vgg_keras/openvino_precision.py",
+        (("    if not isinstance(trainer.ov, _Float32OpenVINO):", "    if False:"),),
+        ("tests/parity/test_backends.py::test_modes_on_other_backends[openvino]",),
+    ),
+    Mutant(
+        "openvino_ir_fp16",
+        "export",
+        "the OpenVINO IR is saved with openvino.save_model's default, weights compressed to fp16",
+        "parity/export/openvino_ir.py",
+        (("ov.save_model(model, xml, compress_to_fp16=False)", "ov.save_model(model, xml)"),),
+        ("tests/parity/export/test_openvino.py",),
+    ),
+    Mutant(
+        "openvino_ir_checked_in_bf16",
+        "export",
+        "the OpenVINO IR is verified with the CPU plugin's default precision (bf16 where the CPU has it)",
+        "parity/export/openvino_ir.py",
+        (('PRECISION_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}', "PRECISION_CONFIG = {}"),),
+        ("tests/parity/export/test_openvino.py",),
+    ),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from parity.core.config import PRESETS, VGGConfig
 from vgg_keras.fine_tuning import freeze_batch_norm
 from vgg_keras.model import build_vgg, preset_builder
+from vgg_keras.openvino_precision import float32_predict
 from vgg_keras.preprocessing import (
     ImageClassificationPreprocessor,
     decode_predictions,
@@ -41,6 +42,8 @@ __all__ = [
     "preprocess_input",
     "preprocessor_for",
 ]
+
+float32_predict()  # OpenVINO's CPU plugin otherwise runs predict in bfloat16 on CPUs with bf16
 
 VGG11 = preset_builder("vgg11")
 VGG11_BN = preset_builder("vgg11_bn")

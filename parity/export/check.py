@@ -234,15 +234,18 @@ def run_artifact(
     """Loads an exported artifact from disk and runs it on an NCHW batch.
 
     Args:
-        path: The SavedModel folder, ``.tflite`` or ``.onnx`` file.
-        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
+        path: The SavedModel folder, ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file.
+        fmt: ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"``.
         x_nchw: The batch, NCHW float32 (moved to ``data_format`` here).
         data_format: The artifact's input layout.
-        batch: TFLite and ONNX: the batch the file is run at, chunk by chunk (``None``: the whole batch at
-            once). The output comes from the runtime as deployed (LiteRT with XNNPACK; onnxruntime's CPU
-            provider, all graph optimizations on); the blocks, at batches above 1, from a second run (TFLite:
-            keeping every tensor; ONNX: the file's own nodes up to each block, :func:`onnx_graph.block_model`).
-        config: ONNX: the network the file holds, for its block outputs (``None``: the final output only).
+        batch: TFLite, ONNX, OpenVINO: the batch the file is run at, chunk by chunk (``None``: the whole
+            batch at once). The output comes from the runtime as deployed (LiteRT with XNNPACK; onnxruntime's
+            CPU provider, all graph optimizations on; OpenVINO's CPU plugin in fp32); the blocks, at batches
+            above 1, from a second run (TFLite: keeping every tensor; ONNX: the file's own nodes up to each
+            block, :func:`onnx_graph.block_model`), or for OpenVINO from the same run, the IR's
+            ``block{i}_pool`` tensors added as outputs.
+        config: ONNX, OpenVINO: the network the file holds, for its block outputs (``None``: the final output
+            only).
 
     Returns:
         ``{"block1": ..., ..., "output": ...}``, blocks NCHW (absent where the
@@ -269,6 +272,10 @@ def run_artifact(
     if fmt == "onnx":
         out = _run_onnx_blocks(path, config, x, batch) if config and (batch is None or batch > 1) else {}
         out["output"] = _run_onnx(os.fspath(path), x, batch)[0]
+        out["output"] = _output_nchw(out["output"], data_format)
+        return out
+    if fmt == "openvino":
+        out = _run_openvino(path, config, x, batch)
         out["output"] = _output_nchw(out["output"], data_format)
         return out
     out = _run_tflite_blocks(path, x, batch) if batch is None or batch > 1 else {}
@@ -340,6 +347,20 @@ def _run_onnx_blocks(path: Path, config: VGGConfig, x: np.ndarray, batch: int | 
 
     blocks = _run_onnx(block_model(path, config), x, batch)
     return {f"block{i}": b for i, b in enumerate(blocks, start=1)}
+
+
+def _run_openvino(path: Path, config: VGGConfig | None, x: np.ndarray, batch: int | None) -> dict[str, np.ndarray]:
+    """The IR's output, and at batches above 1 its own ``block{i}_pool`` tensors, from OpenVINO's CPU plugin (fp32)."""
+    from parity.export.openvino_ir import compiled_model
+
+    stages = len(config.stages) if config and (batch is None or batch > 1) else 0
+    compiled = compiled_model(path, blocks=stages, num_threads=os.cpu_count())
+    request = compiled.create_infer_request()
+    chunks = [
+        {o.get_any_name(): v.copy() for o, v in request.infer({0: chunk}).items()} for chunk in _batches(x, batch)
+    ]
+    names = {"output": "output", **{f"block{i}": f"block{i}_pool" for i in range(1, stages + 1)}}
+    return {key: np.concatenate([c[name] for c in chunks]) for key, name in names.items()}
 
 
 def _batches(x: np.ndarray, batch: int | None) -> list[np.ndarray]:

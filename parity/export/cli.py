@@ -1,4 +1,4 @@
-"""``python -m parity.export ARCH``: a VGG as a SavedModel, TFLite or ONNX file, checked against torchvision.
+"""``python -m parity.export ARCH``: a VGG as a SavedModel, TFLite, ONNX or OpenVINO file, checked against torchvision.
 
 The weights are a ``.weights.h5`` written by ``python -m parity.convert``
 (``--weights FILE``, or ``--weights converted`` for the file
@@ -6,8 +6,10 @@ The weights are a ``.weights.h5`` written by ``python -m parity.convert``
 (``--checkpoint``). The artifact is written under a temporary name in the
 target folder (a SavedModel and quantized TFLite through a Keras model; fp32
 TFLite and ONNX straight from the layer plan and the weights, without
-TensorFlow); it is then loaded back from disk (``tf.saved_model.load``,
-LiteRT, onnxruntime), run on the fixed verification batch of
+TensorFlow; an OpenVINO IR converted from that ONNX graph by
+``openvino.convert_model``); it is then loaded back from disk
+(``tf.saved_model.load``, LiteRT, onnxruntime, OpenVINO's CPU plugin in fp32),
+run on the fixed verification batch of
 ``parity.convert`` (and on four scikit-image photos through torchvision's
 preprocessing, when scikit-image is installed and the input is square), and
 compared with torchvision running the same weights on the same inputs. It is
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         required=True,
         metavar="|".join(FORMATS),
-        help="saved_model (a folder), tflite or onnx (a file)",
+        help="saved_model (a folder), tflite or onnx (a file), openvino (an IR: PATH.xml and a .bin beside it)",
     )
     parser.add_argument(
         "--quantize", default="none", metavar="|".join(QUANTIZATIONS), help="TFLite only (default none)"
@@ -86,13 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-format",
         default=None,
         metavar="channels_last|channels_first",
-        help="input layout (default channels_first for onnx, channels_last otherwise)",
+        help="input layout (default channels_first for onnx and openvino, channels_last otherwise)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="TFLite, ONNX: the batch the file is verified at besides 1 (default 4); every file takes any batch",
+        help="TFLite, ONNX, OpenVINO: the batch the file is verified at besides 1 (default 4); every file takes any "
+        "batch",
     )
     parser.add_argument(
         "--calibration",
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         metavar="PATH",
-        help="SavedModel folder, .tflite or .onnx file; its sidecar is PATH.json",
+        help="SavedModel folder, .tflite, .onnx or .xml (OpenVINO) file; its sidecar is PATH.json",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")

@@ -28,18 +28,20 @@ __all__ = [
     "resolve_export_weights",
 ]
 
-FORMATS = ("saved_model", "tflite", "onnx")
-#: The formats written as one file, with the suffix each must have.
-FILE_SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+#: The formats written as files (not a folder), with the suffix the named file must have. An OpenVINO IR is the
+#: ``.xml`` named and its ``.bin`` beside it.
+FILE_SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 QUANTIZATIONS = ("none", "float16", "dynamic-int8", "int8")
 DEFAULT_INPUT_SIZE = (224, 224)
-#: The batch a TFLite or ONNX file is verified at besides 1.
+#: The batch a TFLite, ONNX or OpenVINO file is verified at besides 1.
 DEFAULT_VERIFY_BATCH = 4
 
 
 def default_data_format(fmt: str) -> str:
-    """The input layout of a format's artifact when none is asked for: NCHW for ONNX (torch's), else NHWC (Keras')."""
-    return "channels_first" if fmt == "onnx" else "channels_last"
+    """The input layout of a format's artifact when none is asked for: NCHW for ONNX and OpenVINO (torch's), else NHWC
+    (Keras')."""
+    return "channels_first" if fmt in ("onnx", "openvino") else "channels_last"
 
 
 def resolve_export_weights(arch: str, weights: str) -> Path:
@@ -89,20 +91,23 @@ def check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
     shown = f"output={os.fspath(path)!r}"
     suffix = FILE_SUFFIXES.get(fmt)
     if suffix is not None and path.suffix != suffix:
-        raise UsageError(f"--format {fmt} writes one file: --output must end in {suffix}. Received: {shown}")
+        raise UsageError(f"--format {fmt} writes a {suffix} file: --output must end in {suffix}. Received: {shown}")
     if fmt == "saved_model" and (
-        path.suffix in (".tflite", ".onnx", ".h5", ".keras", ".json") or path.name.endswith(".weights.h5")
+        path.suffix in (".tflite", ".onnx", ".xml", ".h5", ".keras", ".json") or path.name.endswith(".weights.h5")
     ):
         raise UsageError(
             f"--format saved_model writes a folder: name a folder, not a {path.suffix} file. Received: {shown}"
         )
     check_writable_folder(path.parent, shown)
     sidecar = sidecar_path(path)
-    for target in (path, sidecar):
+    companion = path.with_suffix(".bin") if fmt == "openvino" else None
+    for target in (path, sidecar, *([companion] if companion else [])):
         if target.resolve() in (weights.resolve(), Path(f"{weights}.json").resolve()):
             raise UsageError(
                 f"Output would overwrite the weights or their sidecar: name another path. Received: {shown}"
             )
+    if companion is not None:
+        _check_companion(companion, force, shown)
     if path.exists() or path.is_symlink():
         if not force:
             raise UsageError(f"Output exists: pass --force to overwrite it. Received: {shown}")
@@ -121,6 +126,17 @@ def check_output(path: Path, fmt: str, weights: Path, force: bool) -> Path:
     return path
 
 
+def _check_companion(companion: Path, force: bool, shown: str) -> None:
+    """Refuses an OpenVINO IR's ``.bin`` path that is a folder, or a file that exists without ``force``."""
+    if companion.is_dir() and not companion.is_symlink():
+        raise UsageError(
+            f"{companion} is a folder, and an OpenVINO IR keeps its weights there: name another output. "
+            f"Received: {shown}"
+        )
+    if (companion.exists() or companion.is_symlink()) and not force:
+        raise UsageError(f"{companion.name} exists beside the output: pass --force to overwrite it. Received: {shown}")
+
+
 def check_options(
     arch: str, fmt: str, quantize: str, input_size: Sequence[int] | None, data_format: str, batch_size: int | None
 ) -> None:
@@ -128,7 +144,7 @@ def check_options(
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
     if fmt != "tflite" and quantize != "none":
-        kind = "a SavedModel" if fmt == "saved_model" else "an ONNX file"
+        kind = {"saved_model": "a SavedModel", "onnx": "an ONNX file", "openvino": "an OpenVINO IR"}[fmt]
         raise UsageError(
             f"Quantization applies to --format tflite only; {kind} keeps fp32 weights. Received: --format "
             f"{fmt} --quantize {quantize}"
@@ -159,6 +175,6 @@ def check_options(
         raise UsageError(f"--batch-size must be a positive integer. Received: --batch-size {batch_size}")
     if fmt == "saved_model":
         raise UsageError(
-            "--batch-size sets the batch a TFLite or ONNX file is verified at besides 1; a SavedModel is verified "
-            f"on whole input sets. Received: --format {fmt} --batch-size {batch_size}"
+            "--batch-size sets the batch a TFLite, ONNX or OpenVINO file is verified at besides 1; a SavedModel is "
+            f"verified on whole input sets. Received: --format {fmt} --batch-size {batch_size}"
         )

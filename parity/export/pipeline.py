@@ -29,6 +29,7 @@ from parity.export.check import TOLERANCES
 from parity.export.options import (
     DEFAULT_INPUT_SIZE,
     DEFAULT_VERIFY_BATCH,
+    FILE_SUFFIXES,
     check_options,
     check_output,
     default_data_format,
@@ -48,8 +49,9 @@ PACKAGES_USED = {
     "keras": ("torch", "torchvision", "keras", "tensorflow", "ai-edge-litert", "numpy"),
     "tflite": ("torch", "torchvision", "ai-edge-litert", "flatbuffers", "numpy"),
     "onnx": ("torch", "torchvision", "onnx", "onnxruntime", "numpy"),
+    "openvino": ("torch", "torchvision", "onnx", "openvino", "numpy"),
 }
-#: What a dynamic-size ONNX file's second, odd size adds to ``--input-size``: 224 becomes 257 x 321, maps of
+#: What a dynamic-size ONNX or OpenVINO file's second, odd size adds to ``--input-size``: 224 becomes 257 x 321, maps of
 #: 8 x 10 cells (adaptive windows of two cells that overlap: torch's floor and ceil both at work); 32 becomes 65 x 129.
 ODD_SIZE_STEP = (33, 97)
 
@@ -76,7 +78,7 @@ class ExportPlan:
     Attributes:
         arch: Preset name.
         config: The network (class and input channel counts from the file).
-        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
+        fmt: ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"``.
         quantize: The quantization.
         include_top: Whether the classifier is exported.
         data_format: The artifact's input layout.
@@ -287,10 +289,10 @@ def _references(
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """The inputs the artifact is judged on, and torchvision's outputs on them (``state``: the weights exported).
 
-    An ONNX file that takes any height and width is judged at an odd size too (:data:`ODD_SIZE_STEP`).
+    An ONNX or OpenVINO file that takes any height and width is judged at an odd size too (:data:`ODD_SIZE_STEP`).
     """
     inputs = export_check.reference_inputs(plan.config, plan.size, plan.quantize)
-    if plan.fmt == "onnx" and plan.spatial == (None, None):
+    if plan.fmt in ("onnx", "openvino") and plan.spatial == (None, None):
         odd = (plan.size[0] + ODD_SIZE_STEP[0], plan.size[1] + ODD_SIZE_STEP[1])
         noise = np.random.default_rng(1234).standard_normal((2, plan.config.in_channels, *odd), np.float32)
         inputs[f"verification {odd[0]}x{odd[1]}"] = noise
@@ -298,12 +300,14 @@ def _references(
 
 
 def _writes_directly(plan: ExportPlan) -> bool:
-    """Whether the artifact is written from the arrays alone (ONNX, fp32 TFLite), without Keras or TensorFlow."""
-    return plan.fmt == "onnx" or (plan.fmt == "tflite" and plan.quantize == "none")
+    """Whether the artifact is written from the arrays alone (ONNX, OpenVINO, fp32 TFLite), without Keras or
+    TensorFlow."""
+    return plan.fmt in ("onnx", "openvino") or (plan.fmt == "tflite" and plan.quantize == "none")
 
 
 def _route(plan: ExportPlan) -> str:
-    """``"onnx"``, ``"tflite"`` (fp32, written directly) or ``"keras"`` (built in Keras, exported by TensorFlow)."""
+    """``"onnx"``, ``"openvino"``, ``"tflite"`` (fp32, written directly) or ``"keras"`` (built in Keras, exported by
+    TensorFlow)."""
     return plan.fmt if _writes_directly(plan) else "keras"
 
 
@@ -314,11 +318,19 @@ def _write_artifact(
     temps: list[Path],
     quiet: bool,
 ) -> None:
-    """Writes the SavedModel, the TFLite or the ONNX file at ``staged`` (scratch paths go in ``temps``).
+    """Writes the SavedModel, the TFLite, the ONNX or the OpenVINO file at ``staged`` (scratch paths go in ``temps``).
 
-    ``source`` is the Keras model, or (ONNX, fp32 TFLite: :func:`_writes_directly`) the torchvision-layout
-    state dict.
+    ``source`` is the Keras model, or (ONNX, OpenVINO, fp32 TFLite: :func:`_writes_directly`) the
+    torchvision-layout state dict.
     """
+    if isinstance(source, dict) and plan.fmt == "openvino":
+        from parity.export.openvino_ir import write_openvino
+
+        log(f"Writing the OpenVINO IR through the ONNX graph (input {plan.input_signature}, fp32)", quiet)
+        write_openvino(
+            staged, plan.config, source, include_top=plan.include_top, data_format=plan.data_format, size=plan.size
+        )
+        return
     if isinstance(source, dict) and plan.fmt == "onnx":
         from parity.export.onnx_graph import write_onnx
 
@@ -374,7 +386,7 @@ def _judge(
     # A TFLite or ONNX file is run at every batch it is checked at: batch 1, and plan.batch_size. The input sets
     # of one size go through one interpreter or session per batch (loading a file packs its weights: once, not
     # once per set).
-    batches = (plan.batch_size, 1) if plan.fmt in ("tflite", "onnx") else (None,)
+    batches = (plan.batch_size, 1) if plan.fmt in ("tflite", "onnx", "openvino") else (None,)
     by_size: dict[tuple[int, ...], list[str]] = {}
     for key, x in inputs.items():
         by_size.setdefault(x.shape[1:], []).append(key)
@@ -426,6 +438,7 @@ def _sidecar(
         "saved_model": ["serve", "serving_default", "blocks"],
         "tflite": ["single signature"],
         "onnx": ["one graph: input 'images', output 'output'"],
+        "openvino": ["one model: input 'images', output 'output'; compile with INFERENCE_PRECISION_HINT f32"],
     }[plan.fmt]
     return {
         "format": EXPORT_FORMAT,
@@ -456,9 +469,27 @@ def _sidecar(
             "figures": figures,
             "passed": all(f["passed"] for f in figures.values()),
         },
-        "size_bytes": export_write.tree_size(staged),
+        "size_bytes": sum(export_write.tree_size(p) for p in _artifact_files(plan, staged)),
         "sha256": export_write.tree_sha256(staged),
+        **_companion_record(plan, staged),
     }
+
+
+def _artifact_files(plan: ExportPlan, path: Path) -> list[Path]:
+    """The artifact's files: ``path``, and an OpenVINO IR's ``.bin`` beside it."""
+    from parity.export.openvino_ir import bin_path
+
+    return [path, bin_path(path)] if plan.fmt == "openvino" else [path]
+
+
+def _companion_record(plan: ExportPlan, staged: Path) -> dict[str, object]:
+    """An OpenVINO IR's ``.bin`` for the sidecar: its name, size and sha256 (``sha256`` above is the ``.xml``'s)."""
+    if plan.fmt != "openvino":
+        return {}
+    weights = _artifact_files(plan, staged)[1]
+    name = _artifact_files(plan, plan.out_path)[1].name
+    return {"weights_file": {"name": name, "size_bytes": weights.stat().st_size,
+                             "sha256": export_write.tree_sha256(weights)}}  # fmt: skip
 
 
 def export(
@@ -486,25 +517,26 @@ def export(
         checkpoint: Instead of ``weights``: a torch checkpoint of ``arch`` (``.pth``, ``.pt``,
             ``.safetensors``), checked as ``parity.convert`` checks it and exported in the same
             process, without a ``.weights.h5`` in between; the reference runs its own tensors.
-        fmt: ``"saved_model"``, ``"tflite"`` or ``"onnx"``.
-        output: Target folder (SavedModel), ``.tflite`` or ``.onnx`` file.
+        fmt: ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"`` (an IR: the ``.xml`` and a ``.bin``
+            beside it, converted by ``openvino.convert_model`` from the ONNX graph).
+        output: Target folder (SavedModel), ``.tflite``, ``.onnx`` or ``.xml`` file.
         quantize: ``"none"``, ``"float16"``, ``"dynamic-int8"`` (int8 weights, float activations) or
             ``"int8"`` (full integer: int8 weights and activations, float input and output); TFLite only.
         input_size: ``(height, width)``: TFLite's fixed size (default 224 x 224);
-            for a SavedModel or ONNX file only the size verified at (they take
-            any size >= 32 when the config has the adaptive pool; an ONNX file is
-            then verified at an odd size too, 257 x 321 for 224 x 224).
+            for a SavedModel, ONNX or OpenVINO file only the size verified at (they
+            take any size >= 32 when the config has the adaptive pool; an ONNX or
+            OpenVINO file is then verified at an odd size too, 257 x 321 for 224 x 224).
         include_top: Whether to export the classifier; default: what the file holds.
-        data_format: Input layout of the artifact; default ``"channels_first"`` for ONNX (torch's NCHW),
-            ``"channels_last"`` otherwise.
-        batch_size: TFLite and ONNX: the batch the file is verified at besides 1
+        data_format: Input layout of the artifact; default ``"channels_first"`` for ONNX and OpenVINO (torch's
+            NCHW), ``"channels_last"`` otherwise.
+        batch_size: TFLite, ONNX and OpenVINO: the batch the file is verified at besides 1
             (default 4); every such file takes any batch.
         calibration: With ``quantize="int8"``: a folder of images from your
             domain; default: a built-in set of 35 crops of scikit-image pictures.
         force: Whether to replace an existing output.
         quiet: No progress messages.
         model_builder: Replaces :func:`parity.export.write.build_export_model` (tests build broken models with
-            it); not used by the ONNX route, which builds no Keras model.
+            it); not used by the ONNX and OpenVINO routes, which build no Keras model.
 
     Returns:
         The result; ``output`` is ``None`` (nothing written) when the check failed.
@@ -541,7 +573,7 @@ def export(
     else:
         saved, file_top, weights_record = _file_record(arch, weights_path)
     plan = _plan(arch, saved, file_top, weights_path, out_path, options, input_size, include_top)
-    direct = _writes_directly(plan) and (model_builder is None or plan.fmt == "onnx")
+    direct = _writes_directly(plan) and (model_builder is None or plan.fmt in ("onnx", "openvino"))
     import_frameworks("the export", "python -m parity.export", keras=not direct)
     if state is None:
         log(f"Reading {plan.arch} from {plan.weights_path}", quiet)
@@ -558,8 +590,8 @@ def export(
         del arrays
     del state
     with export_write.staging(out_path) as temps:
-        staged = export_write.temp_name(out_path, ".tmp" + {"tflite": ".tflite", "onnx": ".onnx"}.get(fmt, ""))
-        temps.append(staged)
+        staged = export_write.temp_name(out_path, ".tmp" + FILE_SUFFIXES.get(fmt, ""))
+        temps += _artifact_files(plan, staged)
         try:
             _write_artifact(plan, source, staged, temps, quiet)
             del source
@@ -570,7 +602,9 @@ def export(
             sidecar = _sidecar(plan, staged, weights_record, inputs, _judge(plan, staged, inputs, references, quiet))
             if not sidecar["verification"]["passed"]:  # type: ignore[index]
                 return ExportResult(None, sidecar, False)
-            export_write.commit(staged, out_path, json.dumps(sidecar, indent=2, default=str) + "\n", temps)
+            files = zip(_artifact_files(plan, staged)[1:], _artifact_files(plan, out_path)[1:])
+            text = json.dumps(sidecar, indent=2, default=str) + "\n"
+            export_write.commit(staged, out_path, text, temps, companion=next(files, None))
         except OSError as e:
             raise UsageError(
                 f"Could not write {out_path} ({os_reason(e)}); nothing was kept: free some space or pick another "
@@ -578,5 +612,7 @@ def export(
             ) from None
     seconds = time.perf_counter() - started
     size_mb = sidecar["size_bytes"] / 1e6  # type: ignore[operator]
-    log(f"Wrote {out_path} ({size_mb:.1f} MB) and {sidecar_path(out_path).name} in {seconds:.1f} s", quiet)
+    written = " + ".join(p.name for p in _artifact_files(plan, out_path)[1:])
+    written = f"{out_path} (+ {written}, " if written else f"{out_path} ("
+    log(f"Wrote {written}{size_mb:.1f} MB) and {sidecar_path(out_path).name} in {seconds:.1f} s", quiet)
     return ExportResult(out_path, sidecar, True)

@@ -290,19 +290,34 @@ def _fsync_tree(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def commit(staged: Path, target: Path, sidecar_text: str, temps: list[Path]) -> None:
+def commit(
+    staged: Path,
+    target: Path,
+    sidecar_text: str,
+    temps: list[Path],
+    companion: tuple[Path, Path] | None = None,
+) -> None:
     """Renames the artifact, then its sidecar, into place, with the folder locked and SIGINT/SIGTERM held back.
 
     A folder cannot replace a non-empty folder in one rename: an existing
     SavedModel is first renamed aside (hidden), then removed after the new one is in place.
+
+    An artifact of two files (an OpenVINO IR: ``companion`` is the staged and
+    the target ``.bin``) is replaced in three renames: the old ``.xml`` aside,
+    the new ``.bin``, the new ``.xml``. A reader sees the old pair, no ``.xml``,
+    or the new pair; never an ``.xml`` with another export's ``.bin``.
     """
     _fsync_tree(staged)
+    if companion is not None:
+        _fsync_tree(companion[0])
     sidecar_tmp = write_temp(sidecar_path(target), sidecar_text)
     temps.append(sidecar_tmp)
     with renaming_into(target.parent, before_commit=None):  # folder locked, signals held, folder flushed after
-        if staged.is_dir() and target.exists():
+        if (staged.is_dir() or companion is not None) and target.exists():
             aside = temp_name(target, ".old")
             temps.append(aside)
             os.replace(target, aside)
+        if companion is not None:
+            os.replace(*companion)
         os.replace(staged, target)
         os.replace(sidecar_tmp, sidecar_path(target))

@@ -4,7 +4,7 @@ For each preset named (default all eight), each data format, each input size
 and each execution mode (eager call, relaxed ``tf.function``, XLA, ``predict``;
 default all four), torchvision's model (the reference) and the Keras model with
 converted weights run on the same random batch. ``--backend`` runs the same
-cases on Keras' TensorFlow, JAX or torch backends (several allowed), each in a
+cases on Keras' TensorFlow, JAX, torch or OpenVINO backends (several allowed), each in a
 child process, since a process holds one backend; each backend runs the modes
 it has (:data:`parity.compare.BACKEND_MODES`). The sizes run in order on one model per preset,
 so every size after the first is a new shape for the same graph, XLA and

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 import pytest
 
 import parity.export.flatbuffer
@@ -23,6 +24,7 @@ import parity.export.onnx_graph
 import parity.export.write
 from parity.export import main
 from parity.export.check import TOLERANCES, constant_transposes, float_weight_ops, table, tflite_ops
+from parity.export.openvino_ir import bin_path
 from tests.conftest import preset_params, run_python, tensorflow_blocked
 from tests.parity.export.conftest import ARCH, SEED
 
@@ -167,12 +169,14 @@ def test_output_folder_missing(features_file: Path, tmp_path: Path, capsys: pyte
         (["--quantize", "int8"], "saved_model", "m", "Quantization applies to --format tflite only"),
         (["--quantize", "float16"], "saved_model", "m", "Quantization applies to --format tflite only"),
         (["--quantize", "int9"], "tflite", "m.tflite", "--quantize must be one of none, float16, dynamic-int8, int8"),
-        ([], "coreml", "m.mlmodel", "--format must be one of saved_model, tflite, onnx"),
+        ([], "coreml", "m.mlmodel", "--format must be one of saved_model, tflite, onnx, openvino"),
         ([], "onnx", "m.tflite", "must end in .onnx"),
         (["--quantize", "dynamic-int8"], "onnx", "m.onnx", "an ONNX file keeps fp32 weights"),
         ([], "tflite", "m.bin", "must end in .tflite"),
         (["--data-format", "nchw"], "tflite", "m.tflite", "--data-format must be"),
-        (["--batch-size", "4"], "saved_model", "m", "--batch-size sets the batch a TFLite or ONNX file is verified"),
+        (["--batch-size", "4"], "saved_model", "m", "--batch-size sets the batch a TFLite, ONNX or OpenVINO file is"),
+        ([], "openvino", "m.onnx", "--format openvino writes a .xml file: --output must end in .xml"),
+        (["--quantize", "int8"], "openvino", "m.xml", "an OpenVINO IR keeps fp32 weights"),
         (["--calibration", "."], "tflite", "m.tflite", "--calibration applies to --quantize int8 only"),
         (["--quantize", "int8", "--input-size", "224", "256"], "tflite", "m.tflite", "needs a square input"),
     ],
@@ -199,7 +203,7 @@ def test_input_size_too_small(features_file: Path, tmp_path: Path, capsys: pytes
     assert _listing(tmp_path) == []
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx", "openvino"])
 @pytest.mark.slow
 def test_disk_full_while_writing_leaves_nothing(
     fmt: str,
@@ -221,9 +225,12 @@ def test_disk_full_while_writing_leaves_nothing(
         monkeypatch.setattr(parity.export.write, "write_saved_model", lambda model, path, *a: full_disk(path))
     elif fmt == "onnx":
         monkeypatch.setattr(parity.export.onnx_graph, "write_onnx", lambda path, *a, **k: full_disk(path))
+    elif fmt == "openvino":  # the IR's .bin half written when the disk fills
+        real = ov.save_model
+        monkeypatch.setattr(ov, "save_model", lambda m, path, **k: (real(m, path, **k), full_disk(bin_path(path))))
     else:  # the fp32 TFLite file is written from the arrays, without TensorFlow's converter
         monkeypatch.setattr(parity.export.flatbuffer, "write_tflite", lambda path, *a, **k: full_disk(path))
-    out = tmp_path / {"tflite": "m.tflite", "onnx": "m.onnx"}.get(fmt, "m")
+    out = tmp_path / {"tflite": "m.tflite", "onnx": "m.onnx", "openvino": "m.xml"}.get(fmt, "m")
     code, err = _cli(capsys, *_args(features_file, out, fmt=fmt))
     _assert_refused(code, err, "No space left on device")
     assert _listing(tmp_path) == []
