@@ -12,12 +12,20 @@ other round), and the ratio with / without is taken per round, between samples
 measured seconds apart, so load from other processes reaches both alike; the
 "others" column is the CPU other processes used meanwhile. A ratio of 0.99
 means the checks cost 1%.
+
+On a shared machine the rounds' spread is wider than 1%, so a second section
+times the checks' own ops alone in one child process (``input_check`` and the
+mask of ``predictions`` on a 224x224 batch and its logits, called directly, in a
+``tf.function`` and under XLA; the median of ``--calls``), against the same
+child's full vgg16 forward pass.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -89,8 +97,77 @@ def measure(section: Section) -> dict[str, Any]:
     }
 
 
+ALONE = r"""
+import json, statistics, sys, time
+cfg = json.loads(sys.argv[1])
+import numpy as np, keras, tensorflow as tf
+import vgg_keras
+from vgg_keras.checks import InputCheck, nan_rows
+model = vgg_keras.VGG16(weights=None, classifier_activation=None)
+check = InputCheck(3, 32, data_format="channels_last")
+def ops(x, logits):
+    return nan_rows(x, logits + 0.0 * tf.reduce_sum(check(x)[:1, :1, :1, :1]), 32, "channels_last")
+def forward(x, logits):
+    return model(x, training=False)
+out = {}
+for batch in cfg["batches"]:
+    x = tf.constant(np.random.default_rng(0).standard_normal((batch, 224, 224, 3), dtype=np.float32))
+    logits = tf.zeros((batch, 1000))
+    for name, fn in (("checks", ops), ("forward", forward)):
+        for mode, f in (("direct", fn), ("graph", tf.function(fn)), ("xla", tf.function(fn, jit_compile=True))):
+            calls = 3 if name == "forward" else cfg["calls"]
+            np.asarray(f(x, logits))
+            times = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                np.asarray(f(x, logits))
+                times.append(time.perf_counter() - t)
+            out.setdefault(str(batch), {}).setdefault(mode, {})[name] = statistics.median(times) * 1000
+print(json.dumps(out))
+"""
+
+
+def measure_alone(section: Section) -> dict[str, Any]:
+    """The checks' ops alone against the whole forward pass, in ms per call, in one child."""
+    args = section.args
+    cfg = {"batches": args.batches, "calls": args.calls}
+    done = subprocess.run(
+        [sys.executable, "-c", ALONE, json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=section.env,
+        cwd=args.project_root,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {"error": f"child exited {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def render(results: dict[str, Any]) -> list[str]:
-    """The table: images/s with and without the checks, and their ratio per round."""
+    """The tables: images/s with and without the checks, their ratio per round; the ops alone."""
+    return _render_rounds(results) + _render_alone(results)
+
+
+def _render_alone(results: dict[str, Any]) -> list[str]:
+    r = results.get("ops_alone")
+    if not r or "error" in r:
+        return ["", f"ops alone: {r.get('error') if r else 'not run'}"]
+    rows = [
+        [b, mode, f"{t['checks']:.3f}", f"{t['forward']:.0f}", f"{t['checks'] / t['forward']:.3%}"]
+        for b, modes in r.items()
+        for mode, t in modes.items()
+    ]
+    return [
+        "",
+        "The checks' ops alone (input_check and the mask on a 224x224 batch and its logits) against the whole "
+        "vgg16 forward pass, same process, median ms per call:",
+        "",
+        *table(["batch", "mode", "checks, ms", "forward, ms", "share"], "rlrrr", rows),
+    ]
+
+
+def _render_rounds(results: dict[str, Any]) -> list[str]:
     r = results["input_checks"]
     info = r["info"]
     lines = [
@@ -112,9 +189,10 @@ _OPTIONS = [
     Option("--batches", "batch sizes", [1, 8], [1], many=True),
     Option("--rounds", "interleaved rounds", 6, 2),
     Option("--seconds", "target seconds per sample", 3.0, 1.0, type=float),
+    Option("--calls", "calls of the checks alone per mode", 50, 10),
 ]
 
-main = command(__doc__, {"input_checks": measure}, render, _OPTIONS)
+main = command(__doc__, {"input_checks": measure, "ops_alone": measure_alone}, render, _OPTIONS)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -302,8 +302,12 @@ def _tf_checked(x: object, channels: int, min_size: int, data_format: str, messa
     batch = static[0]
     if batch is not None and batch > 0:
         return x
-    missing = 1 if batch == 0 else tf.maximum(1 - tf.shape(x)[0], 0)
-    return tf.pad(x, [[0, missing], [0, 0], [0, 0], [0, 0]])
+    padded = tf.pad(x, [[0, 1], [0, 0], [0, 0], [0, 0]])
+    if batch == 0:
+        return padded
+    # Constant paddings and a cut on the batch axis only: shape inference keeps the other sizes
+    # (TFLite's converter refuses a Conv2D whose channels it cannot infer).
+    return padded[: tf.maximum(tf.shape(x)[0], 1)]
 
 
 def _tf_cut_and_size(images: object, x: object, ok: object, min_size: int, data_format: str) -> tuple[object, object]:
