@@ -1,10 +1,11 @@
 """Run-time input checks of a built VGG, and NaN in, NaN out.
 
 :func:`vgg_keras.build_vgg` puts :class:`InputCheck` right after the input
-(layer ``input_check``) and :class:`NonFiniteToNaN` on the last feature map
-(layer ``non_finite_to_nan``: before ``flatten`` with the top, before the
-pooling or the output transpose without it). Both are weightless, so weight
-files and layer names stay as they were.
+(layer ``input_check``), builds ``predictions`` as this module's :class:`Dense`
+(which also reads the input and masks), and without the top puts
+:class:`NonFiniteToNaN` on the last feature map (layer ``non_finite_to_nan``,
+before the pooling or the output transpose). None of them has weights, so
+weight files and layer names stay as they were.
 
 ``InputCheck`` refuses an input that is not a 4D batch, has another channel
 count than the model, or is smaller than the model's minimum size (one pixel
@@ -14,21 +15,21 @@ shape) are checked in Python; sizes unknown until run time (``predict`` after a
 second input size, ``reduce_retracing=True``) by a TensorFlow assertion that
 runs before the first convolution. XLA compiles assertions as no-ops, so
 under ``jit_compile=True`` with unknown sizes a too-small input gives NaN
-outputs instead (``NonFiniteToNaN`` also checks the size there). On JAX and
-torch every call sees static shapes, so the Python checks cover every mode.
+outputs instead (the mask also checks the size there). On JAX and torch every
+call sees static shapes, so the Python checks cover every mode.
 
 A batch of 0 images gives an empty result in every mode that calls the model.
 TensorFlow's oneDNN ``Conv2D`` returns an empty batch with the *input's*
 channel count, which the bias add then refuses; so on TensorFlow an empty batch
 is padded to one zero image and the result cut back to 0 rows.
 
-``NonFiniteToNaN`` sets every output of a sample to NaN when the sample holds
-a NaN or inf anywhere. TensorFlow's CPU ``MaxPool`` drops NaN where its window
-holds a number, and takes an all-NaN window as the lowest float, so without it
-a NaN pixel came out as finite logits in graph mode and ``predict``, while
-eager, XLA and torch gave NaN. Other samples pass through bit for bit. The ops
-after it (average pool, flatten, matmul, ReLU, dropout, softmax of an all-NaN
-row) keep NaN, so the logits of such a sample are NaN.
+The mask (:func:`nan_rows`) sets every output of a sample to NaN when the
+sample holds a NaN or inf anywhere; other samples pass through bit for bit.
+Without it, TensorFlow's CPU ``MaxPool`` dropped NaN where its window held a
+number (and took an all-NaN window as the lowest float), and its graph
+optimizer's fused MatMul + BiasAdd + ReLU turns NaN into 0: a NaN pixel came
+out as finite logits in graph mode and ``predict``, while eager, XLA and torch
+gave NaN. So the mask is applied last, in ``predictions`` after its activation.
 """
 
 from __future__ import annotations
