@@ -24,8 +24,10 @@ batch 1 and 8, each in a fresh process in turn, ~10 min), ``python -m benchmarks
 (the project's TFLite files beside litert-torch's and onnx2tf's: build time and
 memory from a ``.pth``, ops, speed at batch 1, 4 and 8; the peers are installed
 in throwaway environments, ~15 min), ``python -m benchmarks.bf16`` (Keras
-``mixed_bfloat16`` under XLA beside fp32 and torch's bf16 autocast) and
-``python -m benchmarks.train_speed`` (training steps of the CIFAR-10 recipe).
+``mixed_bfloat16`` under XLA beside fp32 and torch's bf16 autocast),
+``python -m benchmarks.train_speed`` (training steps of the CIFAR-10 recipe) and
+``python -m benchmarks.input_checks`` (vgg16 with and without the run-time
+input checks and the NaN mask, ~8 min).
 
 Shared machinery: :mod:`benchmarks.harness` (timing, rounds, load recording,
 statistics, the command line, tables), :mod:`benchmarks.children` (one-shot

@@ -115,6 +115,7 @@ class _KerasWorker:
         import keras
 
         import vgg_keras
+        from vgg_keras.checks import without_checks
 
         self.np, self.tf = np, tf
         keras.utils.set_random_seed(0)
@@ -122,6 +123,7 @@ class _KerasWorker:
             "vgg16": lambda: vgg_keras.VGG16(weights=None, classifier_activation=None),
             "vgg11_bn": lambda: vgg_keras.VGG11_BN(weights=None, classifier_activation=None),
             "apps_vgg16": lambda: keras.applications.VGG16(weights=None, classifier_activation=None),
+            "vgg16_without_checks": lambda: without_checks(vgg_keras.VGG16(weights=None, classifier_activation=None)),
         }
         self.models = {name: builders[name]() for name in opts["models"]}
         self.compiled: dict[tuple[str, bool], Any] = {}

@@ -138,6 +138,40 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         ("tests/core/test_config.py", "tests/vgg_torch/test_torch_builder.py"),
     ),
+    Mutant(
+        "nan_mask_dropped",
+        "model",
+        "predictions ignores the images: a NaN pixel gives finite logits in graph mode and predict",
+        "vgg_keras/checks.py",
+        (
+            (
+                "return outputs if images is None else nan_rows(images, outputs, self.min_size, self.data_format)",
+                "return outputs",
+            ),
+        ),
+        ("tests/vgg_keras/test_input_checks.py",),
+    ),
+    Mutant(
+        "size_assertion_dropped",
+        "model",
+        "no run-time assertion where the traced shape leaves the size unknown",
+        "vgg_keras/checks.py",
+        (
+            (
+                "with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=4)]):",
+                "with tf.control_dependencies([]):",
+            ),
+        ),
+        ("tests/vgg_keras/test_input_checks.py",),
+    ),
+    Mutant(
+        "empty_batch_not_padded",
+        "model",
+        "an empty batch reaches oneDNN's Conv2D, which returns the input's channel count",
+        "vgg_keras/checks.py",
+        (("    if batch is not None and batch > 0:\n        return x", "    if True:\n        return x"),),
+        ("tests/vgg_keras/test_input_checks.py",),
+    ),
     # --- converter -------------------------------------------------------------------------------------------
     Mutant(
         "conv_kernel_spatial_flip",

@@ -1,8 +1,8 @@
 """Serialization round trips: Keras .keras files, JSON and clone_model; TorchScript, FX, torch.export, torch.compile.
 
 A ``.keras`` file is loaded in a fresh interpreter (Keras only, no torch),
-which must ``import vgg_keras`` first: that registers ``vgg_keras.layers.Conv2D``,
-as for any model with custom layers.
+which must ``import vgg_keras`` first: that registers ``vgg_keras.layers.Conv2D``
+and ``vgg_keras.checks.InputCheck`` (the first layer), as for any model with custom layers.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import keras
 paths = json.loads(sys.argv[2])
 try:
     keras.saving.load_model(paths[0])
-except Exception as e:  # the custom Conv2D is unknown until vgg_keras is imported
-    print("without vgg_keras:", "Could not locate class 'Conv2D'" in str(e))
+except Exception as e:  # the custom layers (InputCheck, Conv2D, ...) are unknown until vgg_keras is imported
+    print("without vgg_keras:", "Could not locate class 'InputCheck'" in str(e))
 import vgg_keras  # registers vgg_keras's layers with Keras
 assert "torch" not in sys.modules
 x = np.load(sys.argv[1])

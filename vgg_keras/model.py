@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from parity.core.config import ARCHS, BN_EPSILON, BN_MOMENTUM_TORCH, LayerSpec, VGGConfig, layer_plan
+from vgg_keras.checks import INPUT_CHECK, NON_FINITE_TO_NAN, Dense, InputCheck, NonFiniteToNaN
 from vgg_keras.initializers import (
     KaimingNormalFanOut,
     TorchLinearNormal,
@@ -113,11 +114,13 @@ def build_vgg(
     shape = _check_args(config, include_top, pooling, classifier_activation, input_shape, input_tensor, data_format)
     weights_path, kernel_initializer = _weights_file(weights, config, include_top, kernel_initializer)
     img_input, inputs = _model_input(input_tensor, shape)
-    x = _features(img_input, config, data_format, kernel_initializer)
+    x = InputCheck(config.in_channels, config.min_input_size, data_format=data_format, name=INPUT_CHECK)(img_input)
+    x = _features(x, config, data_format, kernel_initializer)
     if include_top:
-        x = _head(x, config, data_format, classifier_activation, kernel_initializer)
+        x = _head(x, config, data_format, classifier_activation, kernel_initializer, img_input)
     else:
-        x = _feature_output(x, pooling, data_format)
+        nan_out = NonFiniteToNaN(config.min_input_size, data_format=data_format, name=NON_FINITE_TO_NAN)
+        x = _feature_output(nan_out([img_input, x]), pooling, data_format)
     model = keras.Model(inputs, x, name=name or config.name)
     if weights_path is not None:
         _load_weights(model, weights_path, config, include_top)
@@ -247,17 +250,31 @@ def _head(
     data_format: str,
     classifier_activation: str | Callable[..., object] | None,
     kernel_initializer: str | keras.initializers.Initializer | None,
+    images: keras.KerasTensor,
 ) -> keras.KerasTensor:
-    """The classifier: [``avgpool``,] ``flatten``, ``fc{j}`` with ReLU and dropout, ``predictions``."""
+    """The classifier: [``avgpool``,] ``flatten``, ``fc{j}`` with ReLU and dropout, ``predictions``.
+
+    ``predictions`` also reads the ``images``: it sets the logits of a sample with a NaN or inf to NaN
+    (:class:`vgg_keras.checks.Dense`).
+    """
     compute_format = internal_data_format(data_format)
     if config.pool_size is not None:
         x = AdaptiveAveragePooling2D(config.pool_size, data_format=compute_format, name="avgpool")(x)
     x = keras.layers.Flatten(data_format=compute_format, name="flatten")(x)
     for spec in layer_plan(config):  # the feature layers' specs are neither dense nor dropout
-        if spec.kind == "dense":
+        if spec.kind == "dense" and spec.keras_name == "predictions":
+            x = Dense(
+                spec.out_features,
+                min_size=config.min_input_size,
+                data_format=data_format,
+                activation=classifier_activation,
+                kernel_initializer=dense_kernel_initializer(kernel_initializer),
+                name=spec.keras_name,
+            )(x, images=images)
+        elif spec.kind == "dense":
             x = keras.layers.Dense(
                 spec.out_features,
-                activation=classifier_activation if spec.keras_name == "predictions" else "relu",
+                activation="relu",
                 kernel_initializer=dense_kernel_initializer(kernel_initializer),
                 name=spec.keras_name,
             )(x)

@@ -38,6 +38,7 @@ def test_layer_names() -> None:
     model = vgg_keras.build_vgg(TINY_ALEXNET)
     names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     assert names == [
+        "input_check",
         "block1_pad1",
         "block1_conv1",
         "block1_pool",

@@ -14,6 +14,7 @@ import vgg_keras
 import vgg_keras.model
 from parity.core.config import PRESETS
 from tests.conftest import CIFAR, TINY, TINY_BN, preset_params, run_python, tensorflow_has_nchw_cpu_kernels
+from vgg_keras.checks import INPUT_CHECK
 from vgg_keras.model import TO_CHANNELS_FIRST, TO_CHANNELS_LAST
 from vgg_keras.recipes import CIFAR10_VGG16
 
@@ -130,7 +131,7 @@ def test_channels_first() -> None:
     keras.config.set_image_data_format("channels_first")
     model = vgg_keras.build_vgg(TINY_BN, input_shape=(3, 32, 48))
     layers = [layer.name for layer in model.layers]
-    assert layers[1] == TO_CHANNELS_LAST and TO_CHANNELS_FIRST not in layers
+    assert layers[1:3] == [INPUT_CHECK, TO_CHANNELS_LAST] and TO_CHANNELS_FIRST not in layers
     assert model.get_layer("block1_conv1").data_format == "channels_last"
     assert model.get_layer("block1_bn1").axis in (-1, [-1], 3, [3])
     assert tuple(model(np.zeros((1, 3, 32, 48), np.float32)).shape) == (1, 7)

@@ -33,6 +33,7 @@ from parity.export import ExportResult, export, main
 from parity.export.check import TOLERANCES, photo_batch, run_artifact, table
 from parity.export.write import build_export_model
 from tests.parity.export.conftest import ARCH, SEED
+from vgg_keras.checks import NON_FINITE_TO_NAN
 
 SIZE = 32
 #: tflite fp32 and float16 are in the full tier (and at full size in export/test_cli.py): each TFLite conversion
@@ -146,11 +147,14 @@ def test_channels_first_export_matches_torchvision(
 
 # --------------------------------------------------------------------------- broken exports are refused
 def _rewired(model: keras.Model, skip: set[str], first: keras.layers.Layer | None = None) -> keras.Model:
-    """The same layers (same weights) chained again from a new input, some left out, an extra layer first."""
+    """The same layers (same weights) chained again from a new input, some left out, an extra layer first.
+
+    The NaN mask (which also reads the input) is left out; ``predictions`` then runs as a plain ``Dense``.
+    """
     inputs = keras.Input(model.input.shape[1:])
     x = first(inputs) if first is not None else inputs
     for layer in model.layers[1:]:
-        if layer.name not in skip:
+        if layer.name not in skip | {NON_FINITE_TO_NAN}:
             x = layer(x)
     return keras.Model(inputs, x, name=model.name)
 
