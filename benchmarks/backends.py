@@ -157,13 +157,14 @@ def _rows(arch: str, batch: int, samples: dict[str, list[dict[str, float]]]) -> 
     speed = {cell: [batch / s["s_per_call"] for s in values] for cell, values in samples.items()}
     rows = []
     for cell, values in speed.items():
-        precision = next((p for p in ("bf16", "fp16") if p in cell.split()), "fp32")
+        precision = next((p for p in ("bf16", "fp16") if p in cell.replace(",", " ").split()), "fp32")
         same = SAME_PRECISION.get(precision, REFERENCE)
         row = {"arch": arch, "batch": batch, "cell": cell, "precision": precision,
                "images_per_s": statistics.median(values), "min": min(values), "max": max(values),
                "vs_torch": _ratio(values, speed.get(REFERENCE)),
                "vs_torch_same_precision": _ratio(values, speed.get(same)),
-               "others_share": statistics.median(s["others_share"] for s in samples[cell])}  # fmt: skip
+               "others_share": statistics.median(s["others_share"] for s in samples[cell]),
+               "samples_images_per_s": values}  # fmt: skip
         rows.append(row)
     return rows
 
