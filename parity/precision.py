@@ -58,10 +58,10 @@ __all__ = [
     "torch_forward_autocast",
 ]
 
-#: Multiple of the probabilistic error scale ``sqrt(r) * u`` allowed. Measured here (random weights, 64 px and
-#: 224 px, torch's autocast and Keras on three backends) the errors reach 0.3 to 0.8 of ``sqrt(r) * u``; 2 leaves
-#: room for other inputs and weights, and stays under the next format's error: a bf16 run (about 2.3 u_bf16 at
-#: vgg11_bn's logits) exceeds fp16's bound (about 1.4 u_bf16 there), so a wrong policy fails either way.
+#: Multiple of the probabilistic error scale ``sqrt(r) * u`` allowed. Measured (random weights, vgg11_bn and
+#: vgg16 at 224 px, torch's autocast and Keras on three backends; docs/backends.md) the worst block of a run
+#: reaches 0.3 to 0.8 of ``sqrt(r) * u``; 2 leaves room for other inputs and weights, and stays under the next
+#: format's error: every bf16 run has a block over fp16's bound (1.3x to 2.2x of it), so a wrong policy fails.
 LAMBDA: float = 2.0
 #: The logits of a reduced-precision run must differ from fp32 by at least this many unit roundoffs
 #: (relative to max |logits|): their own rounding to the format gives up to one, the layers before add more.
