@@ -7,9 +7,10 @@ then copies the permuted view into the memory order its CPU convolution
 reads. Here the kernel variable keeps its HWIO shape (weight files, names and
 shapes are unchanged) but its *memory* is laid out so that the OIHW view is
 already in torch's ``channels_last`` format: the permute is a view and no
-kernel is copied per call. Inference then calls torch's fused kernels
-directly (convolution with its bias, batch norm in one pass); training keeps
-Keras' ops, so gradients and the moving statistics follow Keras' rules.
+kernel is copied per call. A stride-1 convolution calls torch's kernel with
+its bias (in training too: it is differentiable), and batch norm outside
+training torch's one-pass kernel; batch norm in training keeps the layer's own
+ops, so the moving statistics follow its rules.
 
 Nothing here imports torch until a torch-backend layer runs.
 """
@@ -23,7 +24,6 @@ __all__ = [
     "batch_norm_inference",
     "conv2d",
     "is_torch",
-    "uses_torch_kernels",
 ]
 
 #: HWIO axes -> OIHW, torch's weight layout (a view, never a copy).
@@ -62,20 +62,6 @@ class KernelForTorch(keras.initializers.Initializer):
     def get_config(self) -> dict[str, object]:
         """The wrapped initializer's config (this class is never serialized by the layers that use it)."""
         return keras.initializers.serialize(self.initializer)
-
-
-def uses_torch_kernels(layer: keras.layers.Layer, inputs: object, training: bool | None) -> bool:
-    """Whether ``layer`` may call torch's kernels directly for ``inputs``.
-
-    True on the torch backend, outside training, for channels-first layers,
-    when no autodiff graph is recorded (``torch.no_grad``, ``inference_mode``,
-    ``predict``): with gradients on, Keras' ops run, as they define training.
-    """
-    if not is_torch() or training:
-        return False
-    import torch
-
-    return not torch.is_grad_enabled() and isinstance(inputs, torch.Tensor)
 
 
 def conv2d(inputs: object, kernel: object, bias: object | None, padding: str, dilation: tuple[int, int]) -> object:
