@@ -12,8 +12,9 @@ options, ``--quick`` for a smoke run, ``--out FILE`` to keep every sample):
 - ``python -m benchmarks.cold_load``: a fresh process to vgg16's first logits,
   vgg_keras against keras.applications (~1 min).
 - ``python -m benchmarks.backends``: images/s on every Keras backend (TensorFlow
-  direct and XLA with oneDNN on and off, JAX ``jit``, torch) against torch
-  eager, and the peak RSS of ``VGG16(weights=PATH)`` per backend.
+  direct, ``predict`` and XLA; JAX ``jit``; torch) in fp32, ``mixed_bfloat16``
+  and ``mixed_float16``, at batch 1 and 8, against torch eager and its
+  autocast, and the peak RSS of ``VGG16(weights=PATH)`` per backend.
 
 Run alone (not by ``python -m benchmarks``): ``python -m benchmarks.export_speed``
 (exported SavedModel and TFLite files), ``python -m benchmarks.onnx_export``

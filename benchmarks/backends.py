@@ -1,31 +1,37 @@
-"""CPU speed and load memory of vgg_keras on each Keras backend, side by side with torch eager.
+"""CPU speed of vgg_keras on every Keras backend and precision, side by side with torch eager; load memory.
 
 Run from the repository root::
 
-    uv run python -m benchmarks.backends                 # vgg16, batch 8, 224x224, 5 rounds
-    uv run python -m benchmarks.backends --quick         # 2 rounds, fewer timed calls
-    uv run python -m benchmarks.backends --out docs/backends_benchmark.json
+    uv run python -m benchmarks.backends                  # vgg11_bn and vgg16, batch 1 and 8, fp32 and bf16
+    uv run python -m benchmarks.backends --quick          # 2 rounds, vgg11_bn only, no load memory
+    uv run python -m benchmarks.backends --precision fp32 bf16 fp16 --out docs/backends_benchmark.json
 
 Two questions, answered in one run:
 
-1. **Throughput** (images/s, fp32) of torchvision's VGG in eager mode (the
-   reference) against the same weights in vgg_keras on TensorFlow (direct call
-   and XLA, with oneDNN on and off: ``TF_ENABLE_ONEDNN_OPTS``), on JAX
-   (``predict_on_batch``, i.e. ``jax.jit``) and on Keras' torch backend
-   (``predict_on_batch``, eager torch under ``no_grad``). Every cell is a
-   long-lived worker process (a process holds one backend; oneDNN is chosen at
-   TensorFlow's import). The workers take turns in rounds, the order reversed
-   every other round, so load from other processes reaches every cell alike;
-   the table gives the median over rounds and the ratio to torch eager taken
-   per round.
+1. **Throughput** (images/s at 224x224) of torchvision's VGG in eager mode
+   (the reference: ``no_grad``, NCHW, fp32; also in torch's
+   ``channels_last`` memory format and under ``torch.autocast`` bf16/fp16)
+   against the same weights in vgg_keras: on Keras' torch backend
+   (``predict_on_batch``, and a direct call under ``inference_mode``), on JAX
+   (``predict_on_batch``: ``jax.jit``) and on TensorFlow (direct call,
+   ``predict_on_batch`` and XLA; ``--onednn-off`` adds a worker with
+   ``TF_ENABLE_ONEDNN_OPTS=0``), each in fp32 and under the Keras policies
+   ``mixed_bfloat16`` / ``mixed_float16`` (``--precision``). A worker process
+   per framework (:mod:`benchmarks.backend_cells`; a process holds one
+   backend) holds its cells; the cells take turns in rounds, the order
+   reversed every other round, so load from other processes reaches every
+   cell alike. Tables give the median over rounds, the ratio to torch eager
+   fp32 (and to torch's autocast at the same precision) taken per round, and
+   the CPU other processes used meanwhile, as a share of all cores.
 2. **Peak memory of loading** ``vgg_keras.VGG16(weights=PATH)`` on each
-   backend: a fresh process imports Keras, records its RSS, builds and loads,
-   runs one image, and reports its peak RSS (``ru_maxrss``) above the
-   imports. The weights file holds 528 MiB.
+   backend (skipped with ``--no-load``): a fresh process imports Keras,
+   records its RSS, builds and loads, runs one image, and reports its peak
+   RSS (``ru_maxrss``) above the imports. The weights file holds 528 MiB.
 
-The CPU's model name and its AVX-512 flags are printed with the tables: the
-figures hold for that CPU only (oneDNN is on by default only where TensorFlow
-finds AVX-512 VNNI/BF16/AMX).
+The CPU's model name and its AVX-512/AMX flags are printed with the tables:
+the figures hold for that CPU only (oneDNN is on by default only where
+TensorFlow finds AVX-512 VNNI/BF16/AMX; bf16 runs natively only with
+AVX-512 BF16 or AMX).
 """
 
 from __future__ import annotations
@@ -43,66 +49,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backend_cells import GROUPS
 from benchmarks.children import check_output
 from benchmarks.cpu import read_cpuinfo
-from benchmarks.harness import ROOT, child_env, table
+from benchmarks.harness import ROOT, child_env, system_busy_seconds, table
 from parity.cli import log
 from parity.core.atomic import write_atomic
 
-#: (cell name, Keras backend or "torch-eager", TF_ENABLE_ONEDNN_OPTS, how the Keras model is run)
-CELLS: tuple[tuple[str, str, str, str], ...] = (
-    ("torch eager (torchvision)", "reference", "", "torch"),
-    ("keras tensorflow, direct call, oneDNN on", "tensorflow", "1", "call"),
-    ("keras tensorflow, XLA, oneDNN on", "tensorflow", "1", "xla"),
-    ("keras tensorflow, direct call, oneDNN off", "tensorflow", "0", "call"),
-    ("keras tensorflow, XLA, oneDNN off", "tensorflow", "0", "xla"),
-    ("keras jax, jit (predict_on_batch)", "jax", "", "predict"),
-    ("keras torch backend (predict_on_batch)", "torch", "", "predict"),
-)
+#: The cell every ratio is taken against.
+REFERENCE = "torch eager fp32"
+#: torch's own cell at each reduced precision (the "vs torch, same precision" column).
+SAME_PRECISION = {"bf16": "torch eager bf16 autocast", "fp16": "torch eager fp16 autocast"}
 
-_WORKER = r"""
-import json, os, sys, time
-import numpy as np
-backend, how, arch, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if how == "torch":
-    import torch, torchvision
-    from parity.core.config import PRESETS
-    from parity.convert.random_weights import randomized_state_dict
-    model = torchvision.models.get_model(arch, weights=None, init_weights=False).eval()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in randomized_state_dict(PRESETS[arch], 0).items()})
-    x = torch.from_numpy(np.random.default_rng(1).standard_normal((batch, 3, 224, 224), dtype=np.float32))
-    def step():
-        with torch.no_grad():
-            model(x)
-else:
-    import keras
-    import vgg_keras
-    from parity.core.config import PRESETS
-    from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
-    from parity.convert.random_weights import randomized_state_dict
-    config = PRESETS[arch]
-    model = vgg_keras.build_vgg(config, classifier_activation=None)
-    assign_keras_weights(model, convert_state_dict(randomized_state_dict(config, 0), config))
-    x = np.random.default_rng(1).standard_normal((batch, 224, 224, 3), dtype=np.float32)
-    if how == "call":
-        step = lambda: np.asarray(model(x, training=False))
-    elif how == "xla":
-        import tensorflow as tf
-        fn = tf.function(lambda t: model(t, training=False), jit_compile=True)
-        xt = tf.constant(x)
-        step = lambda: fn(xt).numpy()
-    else:
-        step = lambda: keras.ops.convert_to_numpy(model.predict_on_batch(x))
-for _ in range(3):  # warm-up: tracing, compilation, allocator
-    step()
-print("ready", flush=True)
-for line in sys.stdin:
-    calls = int(line)
-    started = time.perf_counter()
-    for _ in range(calls):
-        step()
-    print(json.dumps({"s_per_call": (time.perf_counter() - started) / calls}), flush=True)
-"""
 
 _LOAD = r"""
 import os, resource, sys
@@ -129,45 +87,93 @@ def cpu_description() -> str:
 
 
 def _env(backend: str, onednn: str) -> dict[str, str]:
-    """The environment of a child on ``backend`` (``"reference"``: TensorFlow), with oneDNN set if ``onednn``."""
+    """The environment of a child on Keras ``backend`` (``""``: TensorFlow, unused), with oneDNN set if ``onednn``."""
     extra = {"TF_ENABLE_ONEDNN_OPTS": onednn} if onednn else {}
-    return child_env(
-        ROOT, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow" if backend == "reference" else backend, **extra
-    )
+    return child_env(ROOT, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend or "tensorflow", **extra)
 
 
-def run_throughput(arch: str, batch: int, rounds: int, calls: int) -> list[dict[str, Any]]:
-    """Starts one worker per cell, then times ``calls`` batches per cell per round."""
-    workers = []
-    for name, backend, onednn, how in CELLS:
-        log(f"starting: {name}", quiet=False)
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER, backend, how, arch, str(batch)],
-            cwd=ROOT, env=_env(backend, onednn), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        if proc.stdout is None or proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"worker {name!r} failed to start")
-        workers.append((name, proc))
-    samples: dict[str, list[float]] = {name: [] for name, _ in workers}
-    try:
-        for r in range(rounds):
-            order = workers if r % 2 == 0 else workers[::-1]
-            for name, proc in order:
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(f"{calls}\n")
-                proc.stdin.flush()
-                samples[name].append(batch / json.loads(proc.stdout.readline())["s_per_call"])
-            log(f"round {r + 1}/{rounds} done", quiet=False)
-    finally:
-        for _, proc in workers:
-            proc.kill()
-    reference = samples[CELLS[0][0]]
+def _start(group: str, arch: str, precisions: Sequence[str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """Starts one worker; returns it and the names of its cells."""
+    log(f"starting: {group} ({arch})", quiet=False)
+    backend, onednn = GROUPS[group]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.backend_cells", group, arch, *precisions],
+        cwd=ROOT, env=_env(backend, onednn), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"worker {group!r} failed to start")
+    return proc, json.loads(line)["cells"]
+
+
+def _ask(proc: subprocess.Popen[str], cell: str, batch: int, calls: int) -> dict[str, float]:
+    """One timed sample of ``cell`` in its worker, with the CPU other processes used meanwhile."""
+    assert proc.stdin is not None and proc.stdout is not None
+    busy0 = system_busy_seconds()
+    proc.stdin.write(json.dumps({"cell": cell, "batch": batch, "calls": calls}) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"cell {cell!r} failed at batch {batch}")
+    got = json.loads(line)
+    busy = system_busy_seconds() - busy0
+    cores = os.cpu_count() or 1
+    # The busy time includes the untimed warm-up of a first request; the share is a bound then.
+    got["others_share"] = max(0.0, busy - got["cpu_s"]) / (max(got["wall_s"], 1e-9) * cores)
+    return got
+
+
+def run_throughput(
+    arch: str, batches: Sequence[int], rounds: int, calls: int, precisions: Sequence[str], groups: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Times every cell of every worker group at each batch size, in interleaved rounds.
+
+    Returns:
+        One row per (batch, cell).
+    """
+    workers = [_start(group, arch, precisions) for group in groups]
+    cells = [(cell, proc) for proc, names in workers for cell in names]
     rows = []
-    for name, values in samples.items():
-        ratios = [v / ref for v, ref in zip(values, reference, strict=True)]
-        rows.append({"cell": name, "images_per_s": statistics.median(values), "min": min(values), "max": max(values),
-                     "vs_torch": statistics.median(ratios)})  # fmt: skip
+    try:
+        for batch in batches:
+            for cell, proc in cells:  # warm-up and compilation at this batch, untimed
+                _ask(proc, cell, batch, 1)
+            samples: dict[str, list[dict[str, float]]] = {cell: [] for cell, _ in cells}
+            for r in range(rounds):
+                for cell, proc in cells if r % 2 == 0 else cells[::-1]:
+                    samples[cell].append(_ask(proc, cell, batch, calls))
+                log(f"{arch} batch {batch}: round {r + 1}/{rounds} done", quiet=False)
+            rows += _rows(arch, batch, samples)
+    finally:
+        for proc, _ in workers:
+            proc.kill()
+            proc.wait()
     return rows
+
+
+def _rows(arch: str, batch: int, samples: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """Medians and per-round ratios of one batch size's samples."""
+    speed = {cell: [batch / s["s_per_call"] for s in values] for cell, values in samples.items()}
+    rows = []
+    for cell, values in speed.items():
+        precision = next((p for p in ("bf16", "fp16") if p in cell.replace(",", " ").split()), "fp32")
+        same = SAME_PRECISION.get(precision, REFERENCE)
+        row = {"arch": arch, "batch": batch, "cell": cell, "precision": precision,
+               "images_per_s": statistics.median(values), "min": min(values), "max": max(values),
+               "vs_torch": _ratio(values, speed.get(REFERENCE)),
+               "vs_torch_same_precision": _ratio(values, speed.get(same)),
+               "others_share": statistics.median(s["others_share"] for s in samples[cell]),
+               "samples_images_per_s": values}  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _ratio(values: list[float], reference: list[float] | None) -> float | None:
+    """The median over rounds of ``values / reference``; ``None`` without that reference."""
+    if not reference:
+        return None
+    return statistics.median(v / ref for v, ref in zip(values, reference, strict=True))
 
 
 def run_load_memory(path: Path) -> list[dict[str, Any]]:
@@ -182,19 +188,30 @@ def run_load_memory(path: Path) -> list[dict[str, Any]]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The two tables."""
-    lines = [f"CPU: {results['cpu']}", "", f"Throughput, {results['arch']} at 224x224, batch {results['batch']}, fp32, "
-             f"median of {results['rounds']} rounds:", ""]  # fmt: skip
-    lines += table(["cell", "images/s", "range", "vs torch eager"], "llll", (
-        [row["cell"], f"{row['images_per_s']:.1f}", f"{row['min']:.1f}–{row['max']:.1f}", f"{row['vs_torch']:.2f}x"]
-        for row in results["throughput"]
-    ))  # fmt: skip
-    lines += ["", "Loading `vgg_keras.VGG16(weights=PATH)` (528 MiB of weights), peak RSS:", ""]
-    lines += table(["backend", "after imports (MiB)", "peak (MiB)", "peak above imports (MiB)"], "llll", (
-        [row["backend"], f"{row['imports_mib']:.0f}", f"{row['peak_mib']:.0f}", f"{row['peak_above_imports_mib']:.0f}"]
-        for row in results["load"]
-    ))  # fmt: skip
+    """The throughput tables (one per model and batch size) and the load table."""
+    lines = [f"CPU: {results['cpu']}"]
+    for arch in results["archs"]:
+        for batch in results["batches"]:
+            rows = [r for r in results["throughput"] if r["arch"] == arch and r["batch"] == batch]
+            lines += ["", f"{arch} at 224x224, batch {batch}, images/s, median of {results['rounds']} rounds:", ""]
+            lines += table(
+                ["cell", "images/s", "range", "vs torch eager fp32", "vs torch, same precision", "others' CPU"],
+                "lrrrrr",
+                ([r["cell"], f"{r['images_per_s']:.2f}", f"{r['min']:.2f}–{r['max']:.2f}", _x(r["vs_torch"]),
+                  _x(r["vs_torch_same_precision"]), f"{r['others_share']:.0%}"] for r in rows),
+            )  # fmt: skip
+    if results.get("load"):
+        lines += ["", "Loading `vgg_keras.VGG16(weights=PATH)` (528 MiB of weights), peak RSS:", ""]
+        lines += table(["backend", "after imports (MiB)", "peak (MiB)", "peak above imports (MiB)"], "llll", (
+            [row["backend"], f"{row['imports_mib']:.0f}", f"{row['peak_mib']:.0f}",
+             f"{row['peak_above_imports_mib']:.0f}"]
+            for row in results["load"]
+        ))  # fmt: skip
     return "\n".join(lines)
+
+
+def _x(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.2f}x"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,41 +222,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         Exit code.
+
+    Examples:
+        >>> main(["--quick", "--archs", "vgg11_bn", "--precision", "fp32"])  # doctest: +SKIP
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="vgg16")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=3, help="timed batches per cell per round")
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 call")
+    parser.add_argument("--archs", nargs="+", default=["vgg11_bn", "vgg16"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32", "bf16"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=1, help="timed batches per cell per round")
+    parser.add_argument("--onednn-off", action="store_true", help="add a TensorFlow worker with oneDNN off")
+    parser.add_argument("--no-load", action="store_true", help="skip the load-memory table")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, vgg11_bn, no load table")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.calls = 2, 1
-    results: dict[str, Any] = {"cpu": cpu_description(), "arch": args.arch, "batch": args.batch, "rounds": args.rounds}
-    results["throughput"] = run_throughput(args.arch, args.batch, args.rounds, args.calls)
-    with tempfile.TemporaryDirectory(prefix="vgg-bench-") as tmp:
-        path = Path(tmp) / "vgg16.weights.h5"
-        convert = [
-            sys.executable,
-            "-m",
-            "parity.convert",
-            "vgg16",
-            "--init",
-            "random-all",
-            "--output",
-            os.fspath(path),
-            "--quiet",
-            "--no-verify",
-        ]
-        subprocess.run(convert, cwd=ROOT, env=_env("reference", ""), check=True)
-        results["load"] = run_load_memory(path)
+        args.rounds, args.archs, args.no_load = 2, ["vgg11_bn"], True
+    groups = [g for g in GROUPS if args.onednn_off or g != "keras-tensorflow-onednn-off"]
+    results: dict[str, Any] = {"cpu": cpu_description(), "archs": args.archs, "batches": args.batches,
+                               "precisions": args.precision, "rounds": args.rounds, "calls": args.calls,
+                               "date": time.strftime("%Y-%m-%d"), "throughput": []}  # fmt: skip
+    for arch in args.archs:
+        results["throughput"] += run_throughput(arch, args.batches, args.rounds, args.calls, args.precision, groups)
+    if not args.no_load:
+        results["load"] = _load_table()
     results["max_rss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(markdown(results))
     if args.out is not None:  # written whole or not at all
         write_atomic(args.out, json.dumps(results, indent=2) + "\n")
-    log(f"(measured {time.strftime('%Y-%m-%d')})", quiet=False)
+    log(f"(measured {results['date']})", quiet=False)
     return 0
+
+
+def _load_table() -> list[dict[str, Any]]:
+    """Converts random VGG16 weights to a temporary file and measures loading it on each backend."""
+    with tempfile.TemporaryDirectory(prefix="vgg-bench-") as tmp:
+        path = Path(tmp) / "vgg16.weights.h5"
+        convert = [sys.executable, "-m", "parity.convert", "vgg16", "--init", "random-all", "--output",
+                   os.fspath(path), "--quiet", "--no-verify"]  # fmt: skip
+        subprocess.run(convert, cwd=ROOT, env=_env("", ""), check=True)
+        return run_load_memory(path)
 
 
 if __name__ == "__main__":

@@ -522,6 +522,38 @@ MUTANTS: tuple[Mutant, ...] = (
         (('PRECISION_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}', "PRECISION_CONFIG = {}"),),
         ("tests/parity/export/test_openvino.py",),
     ),
+    Mutant(
+        "torch_conv_unpadded",
+        "model",
+        "the torch backend's direct convolution drops the 'same' padding",
+        "vgg_keras/torch_kernels.py",
+        (('    if padding == "same":\n        pad = tuple(', '    if padding == "never":\n        pad = tuple('),),
+        ("tests/parity/test_backends.py", "-k", "kernel_copies"),
+    ),
+    Mutant(
+        "torch_kernel_hwio_memory",
+        "model",
+        "the torch backend's kernels left in HWIO memory (a kernel copy on every call)",
+        "vgg_keras/torch_kernels.py",
+        (("return value.permute(*HWIO_TO_OHWI).contiguous().permute(*OHWI_TO_HWIO)", "return value"),),
+        ("tests/parity/test_backends.py", "-k", "kernel_copies"),
+    ),
+    Mutant(
+        "precision_no_floor",
+        "parity",
+        "reduced-precision parity accepts a model left in fp32 (no floor)",
+        "parity/precision.py",
+        (("FLOOR_ULPS: float = 0.5", "FLOOR_ULPS: float = 0.0"),),
+        ("tests/parity/test_precision.py",),
+    ),
+    Mutant(
+        "precision_loose_bound",
+        "parity",
+        "reduced-precision bounds 8x looser (bf16 passes as fp16)",
+        "parity/precision.py",
+        (("LAMBDA: float = 2.0", "LAMBDA: float = 16.0"),),
+        ("tests/parity/test_precision.py", "-k", "derived_bounds"),
+    ),
 )
 
 

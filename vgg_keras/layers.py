@@ -34,15 +34,38 @@ from __future__ import annotations
 
 import keras
 
+from vgg_keras import torch_kernels
+
 __all__ = ["AdaptiveAveragePooling2D", "BatchNormalization", "Conv2D", "Unfilled"]
 
 
 @keras.saving.register_keras_serializable(package="vgg_keras")
 class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` with a channels-first bias add that is always right."""
+    """``keras.layers.Conv2D`` with a channels-first bias add that is always right.
+
+    On the torch backend its kernel keeps the HWIO shape but sits in memory
+    as torch's convolution reads it, and a stride-1 NCHW call runs torch's
+    convolution with its bias directly (:mod:`vgg_keras.torch_kernels`).
+    """
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Creates the kernel and bias; on torch, the kernel's memory is laid out as torch's convolution reads it."""
+        if not torch_kernels.is_torch():
+            return super().build(input_shape)
+        initializer = self.kernel_initializer
+        self.kernel_initializer = torch_kernels.KernelForTorch(initializer)
+        try:
+            super().build(input_shape)
+        finally:
+            self.kernel_initializer = initializer
 
     def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
         """Convolves, adds the bias on the channel axis, applies the activation."""
+        if self._torch_kernel_applies():
+            bias = keras.ops.convert_to_tensor(self.bias) if self.use_bias else None
+            kernel = keras.ops.convert_to_tensor(self.kernel)
+            outputs = torch_kernels.conv2d(inputs, kernel, bias, self.padding, self.dilation_rate)
+            return self.activation(outputs) if self.activation is not None else outputs
         if not (self.use_bias and self.data_format == "channels_first"):
             return super().call(inputs)
         outputs = self.convolution_op(inputs, self.kernel)
@@ -51,6 +74,18 @@ class Conv2D(keras.layers.Conv2D):
         # *second* operand looks like a bias.
         outputs = keras.ops.add(bias, outputs)
         return self.activation(outputs) if self.activation is not None else outputs
+
+    def _torch_kernel_applies(self) -> bool:
+        """Whether :func:`vgg_keras.torch_kernels.conv2d` computes this layer (torch, NCHW, stride 1, float)."""
+        return (
+            torch_kernels.is_torch()
+            and self.data_format == "channels_first"
+            and self.strides == (1, 1)
+            and self.groups == 1
+            and self.padding in ("same", "valid")
+            and all(k % 2 == 1 for k in self.kernel_size)
+            and getattr(self, "quantization_mode", None) is None
+        )
 
 
 @keras.saving.register_keras_serializable(package="vgg_keras")
@@ -65,13 +100,17 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     with ``n`` the number of values per channel (batch x height x width), as
     ``torch.nn.BatchNorm2d`` with ``momentum = 1 - momentum`` does. With
-    ``renorm=True`` or a mask it behaves as Keras' layer.
+    ``renorm=True`` or a mask it behaves as Keras' layer. Outside training on
+    the torch backend, with the channels on axis 1, it runs torch's one-pass
+    batch-norm kernel.
     """
 
     def call(
         self, inputs: keras.KerasTensor, training: bool | None = None, mask: keras.KerasTensor | None = None
     ) -> keras.KerasTensor:
         """Normalizes the batch; in training, also updates the moving statistics as torch does."""
+        if not (training and self.trainable) and torch_kernels.is_torch() and self.axis == 1 and mask is None:
+            return self._torch_inference(inputs)
         if not (training and self.trainable) or self.renorm or mask is not None:
             return super().call(inputs, training=training, mask=mask)
         ops = keras.ops
@@ -99,6 +138,21 @@ class BatchNormalization(keras.layers.BatchNormalization):
             scale=ops.cast(self.gamma, compute_dtype) if self.scale else None,
             epsilon=self.epsilon,
         )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _torch_inference(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
+        """Normalizes with the moving statistics in torch's one-pass kernel (float32 statistics, as Keras)."""
+        ops = keras.ops
+        stats = [
+            ops.cast(v, "float32") if use else None
+            for v, use in (
+                (self.moving_mean, True),
+                (self.moving_variance, True),
+                (self.gamma if self.scale else None, self.scale),
+                (self.beta if self.center else None, self.center),
+            )
+        ]
+        outputs = torch_kernels.batch_norm_inference(inputs, *stats, self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
 
 

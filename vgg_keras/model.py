@@ -35,8 +35,8 @@ __all__ = [
     "preset_builder",
 ]
 
-#: Names of the two weightless layers a ``channels_first`` model computes
-#: between on the TensorFlow backend (see :func:`internal_data_format`).
+#: Names of the two weightless permutes a model computes between when its
+#: layers run in another layout than its input (see :func:`internal_data_format`).
 TO_CHANNELS_LAST = "to_channels_last"
 TO_CHANNELS_FIRST = "to_channels_first"
 
@@ -193,11 +193,11 @@ def _features(
     """The convolutional stages: ``block{b}_conv{i}`` [, ``_bn{i}``, ``_relu{i}``] and ``block{b}_pool``.
 
     The layers compute in :func:`internal_data_format`; an input in another
-    layout is transposed first (``to_channels_last``).
+    layout is transposed first (``to_channels_last`` or ``to_channels_first``).
     """
     compute_format = internal_data_format(data_format)
     if compute_format != data_format:
-        x = keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
+        x = _to_format(x, compute_format)
     channel_axis = 1 if compute_format == "channels_first" else -1
     for spec in layer_plan(config, include_top=False):
         if spec.kind == "conv":
@@ -284,15 +284,22 @@ def _head(
 
 
 def _feature_output(x: keras.KerasTensor, pooling: str | None, data_format: str) -> keras.KerasTensor:
-    """Without the top: global pooling, or the feature map back in the model's layout (``to_channels_first``)."""
+    """Without the top: global pooling, or the feature map back in the model's layout (one permute)."""
     compute_format = internal_data_format(data_format)
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(data_format=compute_format, name="global_average_pooling2d")(x)
     if pooling == "max":
         return keras.layers.GlobalMaxPooling2D(data_format=compute_format, name="global_max_pooling2d")(x)
     if compute_format != data_format:
-        return keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
+        return _to_format(x, data_format)
     return x
+
+
+def _to_format(x: keras.KerasTensor, target: str) -> keras.KerasTensor:
+    """One weightless permute of a 4D tensor into ``target``: ``to_channels_last`` or ``to_channels_first``."""
+    if target == "channels_last":
+        return keras.layers.Permute((2, 3, 1), name=TO_CHANNELS_LAST)(x)
+    return keras.layers.Permute((3, 1, 2), name=TO_CHANNELS_FIRST)(x)
 
 
 def _load_weights(model: keras.Model, path: Path, config: VGGConfig, include_top: bool) -> None:
@@ -315,9 +322,19 @@ def internal_data_format(data_format: str) -> str:
     ``TF_ENABLE_ONEDNN_OPTS=0``) TensorFlow has no NCHW Conv2D or MaxPool
     kernel on the CPU, so a ``channels_first`` model transposes its input once
     (layer ``to_channels_last``) and, when it returns a feature map, its output
-    once (``to_channels_first``). Weight shapes do not depend on the layout
-    (kernels are HWIO, and ``flatten`` orders fc1's rows H, W, C in both), so
-    weight files stay the same. JAX and torch run NCHW natively and keep it.
+    once (``to_channels_first``).
+
+    On the torch backend it is always ``"channels_first"``, the mirror image:
+    torch's convolutions take NCHW, and Keras' torch backend wraps each
+    ``channels_last`` convolution and pooling in transposes and copies. A
+    ``channels_last`` model permutes its input once (``to_channels_first``, a
+    view: the NHWC array becomes an NCHW tensor in torch's ``channels_last``
+    memory format, which torch's CPU convolutions run fastest) and a feature
+    map output once (``to_channels_last``).
+
+    Weight shapes do not depend on the layout (kernels are HWIO, and
+    ``flatten`` orders fc1's rows H, W, C in both), so weight files stay the
+    same. JAX keeps the model's own layout.
 
     Args:
         data_format: The layout of the model's input and output.
@@ -325,8 +342,11 @@ def internal_data_format(data_format: str) -> str:
     Returns:
         ``"channels_last"`` or ``"channels_first"``.
     """
-    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         return "channels_last"
+    if backend == "torch":
+        return "channels_first"
     return data_format
 
 
@@ -339,8 +359,13 @@ def input_data_format(model: keras.Model) -> str:
     Returns:
         ``"channels_last"`` or ``"channels_first"``.
     """
-    if any(layer.name == TO_CHANNELS_LAST for layer in model.layers):
-        return "channels_first"
+    for layer in model.layers:  # topological order: an input permute comes before block1_conv1
+        if layer.name == TO_CHANNELS_LAST:
+            return "channels_first"
+        if layer.name == TO_CHANNELS_FIRST:
+            return "channels_last"
+        if layer.name == "block1_conv1":
+            return str(layer.data_format)
     return str(model.get_layer("block1_conv1").data_format)
 
 

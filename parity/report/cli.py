@@ -16,6 +16,11 @@ Weights: ``--init random-all --seed N`` (every tensor random, BN statistics
 included; works offline) or ``--weights converted`` (torchvision's ImageNet
 weights from torch's hub cache against the converted file in Keras' cache).
 
+``--precision fp32 bf16 fp16`` adds reduced-precision cases: the Keras model
+built under the dtype policy ``mixed_bfloat16`` / ``mixed_float16`` against
+torch's fp32 result, judged per block at the bounds derived from the format
+(:mod:`parity.precision`), with torch's own ``autocast`` error beside it.
+
 ``--train-steps N`` adds a training section (:func:`parity.report.training_parity.report`):
 N SGD steps of a small batch-norm VGG in both frameworks, a per-step loss
 table, the final weight difference, ``training_report.json`` and a PNG of both
@@ -28,6 +33,7 @@ crashes when torchvision pulls in triton).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -46,6 +52,7 @@ from parity.core.atomic import write_atomic
 from parity.core.catalog import get_weights_record
 from parity.core.config import ARCHS, PRESETS
 from parity.machine import cpu_name, package_versions
+from parity.precision import PRECISIONS
 
 __all__ = ["build_parser", "main", "parse_size", "run_report"]
 
@@ -71,8 +78,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
-    """Returns (torch reference, Keras model ending in logits) for one preset."""
+def _pairs(arch: str, source: str, seed: int, precision: str = "fp32") -> tuple[object, object]:
+    """Returns (torch reference, Keras model ending in logits, built under ``precision``'s policy) for one preset."""
+    import keras
+
+    from parity.precision import get_precision
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(get_precision(precision).policy)
+    try:
+        return _fp32_pairs(arch, source, seed)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _fp32_pairs(arch: str, source: str, seed: int) -> tuple[object, object]:
+    """Returns (torch reference, Keras model ending in logits) for one preset, in the current dtype policy."""
     import torch
     import torchvision
 
@@ -106,8 +127,9 @@ def run_report(
     batch: int = 2,
     modes: Sequence[str] = MODES,
     data_formats: Sequence[str] = ("channels_last",),
+    precisions: Sequence[str] = ("fp32",),
 ) -> list[dict[str, object]]:
-    """Runs every (preset, data format, size, mode) comparison on this process's Keras backend.
+    """Runs every (preset, precision, data format, size, mode) comparison on this process's Keras backend.
 
     Args:
         archs: Preset names.
@@ -118,11 +140,14 @@ def run_report(
         modes: Execution modes among :data:`parity.compare.MODES`; those the
             backend lacks are skipped.
         data_formats: ``"channels_last"`` and/or ``"channels_first"``.
-        verbose: Let the children print TensorFlow's own log lines.
+        precisions: Among :data:`parity.precision.PRECISIONS`: ``"fp32"``
+            (within :data:`parity.compare.LOGIT_RTOL`), ``"bf16"``, ``"fp16"``
+            (the Keras dtype policy; within the format's derived bounds).
 
     Returns:
-        One dict per case: backend, arch, data format, size, mode, and the
-        :class:`ParityReport` fields.
+        One dict per case: backend, arch, precision, data format, size, mode,
+        and the :class:`ParityReport` (or
+        :class:`parity.precision.PrecisionReport`) fields.
 
     Examples:
         >>> from parity.report import run_report
@@ -138,27 +163,26 @@ def run_report(
     backend = keras.backend.backend()
     modes = [m for m in modes if m in BACKEND_MODES.get(backend, ("eager", "predict"))]
     cases: list[dict[str, object]] = []
-    total = len(archs) * len(data_formats) * len(sizes) * len(modes)
+    total = len(archs) * len(precisions) * len(data_formats) * len(sizes) * len(modes)
     previous_format = keras.config.image_data_format()
     try:
-        for arch in archs:
-            for data_format in data_formats:
-                keras.config.set_image_data_format(data_format)
-                reference, model = _pairs(arch, source, seed)
-                for size in sizes:
-                    x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
-                    for fields, seconds in _compare_modes(reference, model, x, modes):
-                        cases.append({"backend": backend, "arch": arch, "data_format": data_format, **fields})
-                        _log_case(cases[-1], len(cases), total, seconds)
-                del reference, model
-                keras.backend.clear_session()
+        for arch, precision, data_format in itertools.product(archs, precisions, data_formats):
+            keras.config.set_image_data_format(data_format)
+            reference, model = _pairs(arch, source, seed, precision)
+            for size in sizes:
+                x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
+                for fields, seconds in _compare_modes(reference, model, x, modes, precision, PRESETS[arch]):
+                    cases.append({"backend": backend, "arch": arch, "data_format": data_format, **fields})
+                    _log_case(cases[-1], len(cases), total, seconds)
+            del reference, model
+            keras.backend.clear_session()
     finally:
         keras.config.set_image_data_format(previous_format)
     return cases
 
 
 def _compare_modes(
-    reference: object, model: object, x: np.ndarray, modes: Sequence[str]
+    reference: object, model: object, x: np.ndarray, modes: Sequence[str], precision: str, config: object
 ) -> Iterator[tuple[dict[str, object], float]]:
     """Compares the Keras model with the torch reference on one batch, mode by mode.
 
@@ -167,6 +191,8 @@ def _compare_modes(
         model: The Keras model ending in logits.
         x: The batch, NCHW.
         modes: Execution modes of the Keras model.
+        precision: The format the Keras model computes in (``"fp32"``: the fp32 tolerance).
+        config: The preset's config (sizes the reduced-precision bounds).
 
     Yields:
         Per mode: the case's size, mode, :class:`ParityReport` fields and
@@ -175,14 +201,58 @@ def _compare_modes(
     from parity.compare import compare_outputs, keras_forward, torch_forward
 
     expected = torch_forward(reference, x)  # type: ignore[arg-type]
+    if precision != "fp32":
+        yield from _compare_reduced(reference, model, x, modes, precision, config, expected)
+        return
     for mode in modes:
         started = time.perf_counter()
         report: ParityReport = compare_outputs(expected, keras_forward(model, x, mode=mode))  # type: ignore[arg-type]
         fields = {
             "size": [int(side) for side in x.shape[2:]],
             "mode": mode,
+            "precision": precision,
             **report.to_dict(),
             "worst_block": report.worst_block.name,
+        }
+        yield fields, time.perf_counter() - started
+
+
+def _compare_reduced(
+    reference: object,
+    model: object,
+    x: np.ndarray,
+    modes: Sequence[str],
+    precision: str,
+    config: object,
+    expected: dict[str, np.ndarray],
+) -> Iterator[tuple[dict[str, object], float]]:
+    """:func:`_compare_modes` for bf16/fp16: the format's bounds, and torch's own autocast error beside."""
+    from parity.compare import keras_forward
+    from parity.precision import compare_at_precision, error_bounds, get_precision, torch_forward_autocast
+
+    fmt = get_precision(precision)
+    bounds = error_bounds(config, fmt)  # type: ignore[arg-type]
+    torch_run = compare_at_precision(expected, torch_forward_autocast(reference, x, fmt), bounds, fmt)  # type: ignore[arg-type]
+    for mode in modes:
+        started = time.perf_counter()
+        report = compare_at_precision(expected, keras_forward(model, x, mode=mode), bounds, fmt)  # type: ignore[arg-type]
+        worst = max(report.blocks, key=lambda b: b.max_rel / report.bounds[b.name])
+        fields = {
+            "size": [int(side) for side in x.shape[2:]],
+            "mode": mode,
+            "precision": precision,
+            "blocks": [{**vars(b), "bound": report.bounds[b.name]} for b in report.blocks],
+            "max_abs": report.blocks[-1].max_abs,
+            "max_rel": report.max_rel,
+            "top1": report.top1,
+            "top5": report.top5,
+            "rtol": report.bounds["logits"],
+            "floor": report.floor,
+            "first_divergent": report.first_over_bound,
+            "passed": report.passed,
+            "worst_block": worst.name,
+            "torch_autocast_max_rel": torch_run.max_rel,
+            "torch_autocast_top1": torch_run.top1,
         }
         yield fields, time.perf_counter() - started
 
@@ -191,7 +261,8 @@ def _log_case(case: dict[str, object], done: int, total: int, seconds: float) ->
     """Prints one case's progress line on stderr."""
     h, w = case["size"]  # type: ignore[misc]
     log(
-        f"[{done}/{total}] {case['backend']} {case['arch']:<9} {case['data_format']:<14} {h}x{w:<4} "
+        f"[{done}/{total}] {case['backend']} {case['arch']:<9} {case['precision']} {case['data_format']:<14} "
+        f"{h}x{w:<4} "
         f"{case['mode']:<7} max rel {case['max_rel']:.2e} top-1 {case['top1']:.0%} ({seconds:.1f} s)",
         quiet=False,
     )
@@ -207,6 +278,7 @@ def run_on_backends(
     modes: Sequence[str] = MODES,
     data_formats: Sequence[str] = ("channels_last",),
     verbose: bool = False,
+    precisions: Sequence[str] = ("fp32",),
 ) -> list[dict[str, object]]:
     """Runs :func:`run_report` once per Keras backend, each in a child process.
 
@@ -219,6 +291,8 @@ def run_on_backends(
         batch: Images per comparison.
         modes: Execution modes; each backend runs those it has.
         data_formats: ``"channels_last"`` and/or ``"channels_first"``.
+        verbose: Let the children print TensorFlow's own log lines.
+        precisions: Formats, as :func:`run_report` takes them.
 
     Returns:
         The cases of every backend, in the order given.
@@ -234,7 +308,7 @@ def run_on_backends(
                 sys.executable, "-m", "parity.report", *archs,
                 "--sizes", *(f"{h}x{w}" for h, w in sizes),
                 "--seed", str(seed), "--batch", str(batch),
-                "--mode", *modes, "--data-format", *data_formats,
+                "--mode", *modes, "--data-format", *data_formats, "--precision", *precisions,
                 "--cases-json", os.fspath(out),
             ]  # fmt: skip
             if source == "converted":
@@ -250,7 +324,9 @@ def run_on_backends(
 
 
 def format_table(cases: Sequence[dict[str, object]]) -> str:
-    """A markdown table of the cases."""
+    """A markdown table of the cases (with bounds and torch's autocast error when a case is below fp32)."""
+    if any(c.get("precision", "fp32") != "fp32" for c in cases):
+        return _precision_table(cases)
     rows = [
         "| backend | variant | format | input | mode | max abs diff | max rel diff | top-1 | top-5 | worst block "
         "| within 1e-5 |",
@@ -261,6 +337,25 @@ def format_table(cases: Sequence[dict[str, object]]) -> str:
         rows.append(
             f"| {c['backend']} | {c['arch']} | {c['data_format']} | {h}x{w} | {c['mode']} | {c['max_abs']:.2e} "
             f"| {c['max_rel']:.2e} | {c['top1']:.0%} | {c['top5']:.0%} | {c['worst_block']} "
+            f"| {'yes' if c['passed'] else 'NO'} |"
+        )
+    return "\n".join(rows)
+
+
+def _precision_table(cases: Sequence[dict[str, object]]) -> str:
+    """The table of a run with reduced-precision cases: each judged at its own bound."""
+    rows = [
+        "| backend | variant | precision | format | input | mode | max rel diff | bound | floor | torch autocast "
+        "| top-1 | worst block | within bounds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        h, w = c["size"]  # type: ignore[misc]
+        torch_rel = c.get("torch_autocast_max_rel")
+        rows.append(
+            f"| {c['backend']} | {c['arch']} | {c.get('precision', 'fp32')} | {c['data_format']} | {h}x{w} "
+            f"| {c['mode']} | {c['max_rel']:.2e} | {c['rtol']:.1e} | {c.get('floor', 0.0):.1e} "
+            f"| {'–' if torch_rel is None else f'{torch_rel:.2e}'} | {c['top1']:.0%} | {c['worst_block']} "
             f"| {'yes' if c['passed'] else 'NO'} |"
         )
     return "\n".join(rows)
@@ -285,7 +380,7 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     import matplotlib.pyplot as plt
 
     sizes = list(dict.fromkeys(tuple(c["size"]) for c in cases))  # type: ignore[arg-type]
-    rows = list(dict.fromkeys((str(c["backend"]), str(c["mode"])) for c in cases))
+    rows = list(dict.fromkeys((str(c["backend"]), str(c["mode"]), str(c.get("precision", "fp32"))) for c in cases))
     fig, axes = plt.subplots(
         len(rows), len(sizes), figsize=(4.2 * len(sizes), 3.6 * len(rows) + 0.6), sharey=True, squeeze=False
     )
@@ -293,7 +388,7 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
     formats = list(dict.fromkeys(str(c["data_format"]) for c in cases))
     colors = plt.get_cmap("tab10")
     panels = [(row, key, ax, size) for row, key in enumerate(rows) for ax, size in zip(axes[row], sizes, strict=True)]
-    for row, (backend, mode), ax, size in panels:
+    for row, (backend, mode, precision), ax, size in panels:
         for i, arch in enumerate(archs):
             for data_format in formats:
                 case = next(
@@ -302,6 +397,7 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
                         for c in cases
                         if (c["backend"], c["arch"], c["data_format"], tuple(c["size"]), c["mode"])  # type: ignore[arg-type]
                         == (backend, arch, data_format, size, mode)
+                        and c.get("precision", "fp32") == precision
                     ),
                     None,
                 )
@@ -313,9 +409,10 @@ def plot(cases: Sequence[dict[str, object]], path: Path, source: str = "random-a
                 label = arch if len(formats) == 1 else f"{arch} {data_format.removeprefix('channels_')}"
                 style = ("--" if arch.endswith("_bn") else "-") if data_format == formats[0] else ":"
                 ax.plot(names, values, marker="o", color=colors(i), linestyle=style, label=label)
-        ax.axhline(LOGIT_RTOL, color="red", linewidth=1, label=f"tolerance {LOGIT_RTOL:g}")
+        if precision == "fp32":
+            ax.axhline(LOGIT_RTOL, color="red", linewidth=1, label=f"tolerance {LOGIT_RTOL:g}")
         ax.set_yscale("log")
-        ax.set_title(f"{backend} {mode}, input {size[0]}x{size[1]}")
+        ax.set_title(f"{backend} {mode}{'' if precision == 'fp32' else ' ' + precision}, input {size[0]}x{size[1]}")
         if row == len(rows) - 1:
             ax.set_xlabel("output after")
         ax.tick_params(axis="x", rotation=45)
@@ -374,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=["channels_last"],
         dest="data_formats",
         help="input layouts (default channels_last)",
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=["fp32"],
+        dest="precisions",
+        help="fp32 (default), and/or bf16, fp16: the Keras model under mixed_bfloat16 / mixed_float16, judged at "
+        "the format's derived per-block bounds against torch fp32 (torch's autocast error shown beside)",
     )
     parser.add_argument("--cases-json", type=Path, help=argparse.SUPPRESS)  # a child process's results
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where parity_report.json/.png go")
@@ -434,6 +540,7 @@ def _write_report(
         "backends": list(dict.fromkeys(str(c["backend"]) for c in cases)),
         "modes": list(modes),
         "data_formats": list(formats),
+        "precisions": list(dict.fromkeys(str(c.get("precision", "fp32")) for c in cases)),
         "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpus": os.cpu_count()},
         "versions": package_versions(),
         "cases": list(cases),
@@ -469,8 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = "converted" if args.weights else "random-all"
     modes = list(dict.fromkeys(args.modes))
     formats = list(dict.fromkeys(args.data_formats))
+    precisions = list(dict.fromkeys(args.precisions))
     if args.cases_json is not None:  # a child of run_on_backends
-        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)  # imports torch first
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions)  # torch first
         write_atomic(args.cases_json, json.dumps(cases))
         return 0 if all(c["passed"] for c in cases) else 1
     if args.backends:
@@ -484,9 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             modes,
             formats,
             verbose=args.verbose,
+            precisions=precisions,
         )
     else:
-        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats)
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions)
     print(format_table(cases))
     _write_report(cases, args, source, modes, formats)
     passed = all(c["passed"] for c in cases)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vgg_keras
 from parity.compare import LOGIT_RTOL
 from parity.convert.random_weights import randomized_state_dict
 from parity.convert.weight_arrays import write_keras_weights
@@ -314,3 +315,69 @@ def test_parity_suite_on_backend(backend: str, tmp_path: Path) -> None:
     cases = data["cases"]
     assert len(cases) == len(PRESETS) * 3 * 2 and {c["backend"] for c in cases} == {backend}
     assert all(c["passed"] and c["max_rel"] <= LOGIT_RTOL for c in cases), [c for c in cases if not c["passed"]]
+
+
+# --------------------------------------------------------------------------- #
+# The torch backend computes in torch's layout
+# --------------------------------------------------------------------------- #
+_TORCH_LAYOUT_SCRIPT = """
+import json, os
+import torch, torchvision
+import keras, numpy as np
+from torch.profiler import ProfilerActivity, profile
+import vgg_keras
+from vgg_keras import torch_kernels
+from parity.compare import build_pair, compare_outputs, keras_forward, torch_forward
+from parity.convert.random_weights import randomized_state_dict
+from parity.core.config import VGGConfig
+
+config = VGGConfig.from_dict(json.loads(os.environ["CONFIG"]))
+x = np.random.default_rng(0).standard_normal((2, 40, 48, 3), dtype=np.float32)
+
+def copies(model):
+    model.predict_on_batch(x)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model.predict_on_batch(x)
+    # Copies of 0-d tensors (the NaN mask's scalar) move no data; any copy of an array counts.
+    return [(e.key, str(e.input_shapes)) for e in prof.key_averages(group_by_input_shape=True)
+            if e.key in ("aten::copy_", "aten::clone", "aten::contiguous") and any(e.input_shapes)]
+
+out = {}
+model = vgg_keras.build_vgg(config, classifier_activation=None)
+out["layers"] = [layer.name for layer in model.layers[:3]]
+out["conv_format"] = model.get_layer("block1_conv1").data_format
+kernel = model.get_layer("block2_conv1").kernel.value
+out["kernel_shape"], out["kernel_strides"] = list(kernel.shape), list(kernel.stride())
+out["copies"] = copies(model)
+out["weights"] = [[w.path, list(w.shape)] for w in model.weights]
+features = vgg_keras.build_vgg(config, include_top=False)
+out["feature_layers"] = [layer.name for layer in features.layers[-2:]]
+out["feature_shape"] = list(features(x).shape)
+reference, paired = build_pair(config, randomized_state_dict(config, seed=4))
+nchw = x.transpose(0, 3, 1, 2)
+report = compare_outputs(torch_forward(reference, nchw), keras_forward(paired, nchw))
+out["max_rel"] = report.max_rel
+# The check bites: kernels left in Keras' HWIO memory are copied on every call.
+torch_kernels.KernelForTorch.__call__ = lambda self, shape, dtype=None: self.initializer(shape, dtype=dtype)
+out["planted_copies"] = copies(vgg_keras.build_vgg(config, classifier_activation=None))
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_torch_backend_runs_nchw_without_kernel_copies() -> None:
+    """A channels_last model on torch: one permute in, NCHW convs, kernels never copied per call (torch.profiler)."""
+    _needs("torch")
+    result = run_python(_TORCH_LAYOUT_SCRIPT, env={"KERAS_BACKEND": "torch", "CONFIG": json.dumps(TINY_BN.to_dict())})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert out["layers"][1:] == ["input_check", "to_channels_first"] and out["conv_format"] == "channels_first", out
+    assert out["feature_layers"][-1] == "to_channels_last" and out["feature_shape"] == [2, 5, 6, 8], out
+    # HWIO shape (the weight file's), O, H, W, I memory: the OIHW view is torch's channels_last weight.
+    h, w, i, o = out["kernel_shape"]
+    assert out["kernel_strides"] == [w * i, i, 1, h * w * i], out
+    assert out["copies"] == [], out["copies"]
+    assert out["planted_copies"], "the profiler check cannot see a per-call kernel copy"
+    assert out["max_rel"] <= LOGIT_RTOL, out["max_rel"]
+    keras_tf = vgg_keras.build_vgg(TINY_BN, classifier_activation=None)  # this process: TensorFlow
+    assert out["weights"] == [[v.path, list(v.shape)] for v in keras_tf.weights]

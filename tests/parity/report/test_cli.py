@@ -40,6 +40,21 @@ def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.Capture
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
+@pytest.mark.full  # full-size vgg11_bn
+def test_report_precision_axis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--precision bf16``: mixed_bfloat16 judged at the derived bounds, torch's autocast error beside."""
+    argv = ["vgg11_bn", "--sizes", "32", "--mode", "predict", "--precision", "fp32", "bf16", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| tensorflow | vgg11_bn | bf16 | channels_last | 32x32 | predict |" in out
+    data = json.loads((tmp_path / "parity_report.json").read_text())
+    assert data["precisions"] == ["fp32", "bf16"]
+    fp32, bf16 = data["cases"]
+    assert fp32["max_rel"] <= LOGIT_RTOL and fp32["precision"] == "fp32"
+    assert bf16["floor"] <= bf16["max_rel"] <= bf16["rtol"] and bf16["passed"]
+    assert bf16["floor"] <= bf16["torch_autocast_max_rel"] <= bf16["rtol"]
+
+
 def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["vgg17", "--out-dir", str(tmp_path)]) == 2
     assert "Received: vgg17" in capsys.readouterr().err
