@@ -10,6 +10,7 @@ at any input size of at least 32x32 px, ``(None, None, 3)`` included.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from vgg_keras.initializers import (
     TorchLinearNormal,
     conv_kernel_initializer,
     dense_kernel_initializer,
+    torch_default_initializers,
 )
 from vgg_keras.layers import AdaptiveAveragePooling2D, BatchNormalization, Conv2D, Unfilled
 
@@ -209,7 +211,7 @@ def _features(
                 padding=padding,
                 activation=None if config.batch_norm else "relu",
                 data_format=compute_format,
-                kernel_initializer=conv_kernel_initializer(kernel_initializer),
+                **_initializers(config, spec, kernel_initializer),
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "bn":
@@ -268,19 +270,29 @@ def _head(
                 min_size=config.min_input_size,
                 data_format=data_format,
                 activation=classifier_activation,
-                kernel_initializer=dense_kernel_initializer(kernel_initializer),
+                **_initializers(config, spec, kernel_initializer),
                 name=spec.keras_name,
             )(x, images=images)
         elif spec.kind == "dense":
             x = keras.layers.Dense(
                 spec.out_features,
                 activation="relu",
-                kernel_initializer=dense_kernel_initializer(kernel_initializer),
+                **_initializers(config, spec, kernel_initializer),
                 name=spec.keras_name,
             )(x)
         elif spec.kind == "dropout":
             x = keras.layers.Dropout(config.dropout, name=spec.keras_name)(x)
     return x
+
+
+def _initializers(
+    config: VGGConfig, spec: LayerSpec, kernel_initializer: str | keras.initializers.Initializer | None
+) -> dict[str, object]:
+    """A conv or dense layer's initializer arguments: the config's scheme unless the caller chose a kernel's."""
+    if kernel_initializer in (None, "torchvision") and config.init == "torch_default":
+        return torch_default_initializers(spec.in_features * (spec.kernel**2 if spec.kind == "conv" else 1))
+    make = conv_kernel_initializer if spec.kind == "conv" else dense_kernel_initializer
+    return {"kernel_initializer": make(kernel_initializer)}
 
 
 def _feature_output(x: keras.KerasTensor, pooling: str | None, data_format: str) -> keras.KerasTensor:
@@ -309,7 +321,12 @@ def _load_weights(model: keras.Model, path: Path, config: VGGConfig, include_top
     load_converted_weights(model, path, config, include_top=include_top)
     for layer in model.layers:
         if isinstance(getattr(layer, "kernel_initializer", None), Unfilled):
-            # Loaded: a clone or a model rebuilt from this config gets torchvision's init, not undefined values.
+            # Loaded: a clone or a model rebuilt from this config gets the config's init, not undefined values.
+            if config.init == "torch_default":
+                fan_in = math.prod(layer.kernel.shape[:-1])
+                for attr, init in torch_default_initializers(fan_in).items():
+                    setattr(layer, attr, init)
+                continue
             conv = isinstance(layer, keras.layers.Conv2D)
             layer.kernel_initializer = KaimingNormalFanOut() if conv else TorchLinearNormal()
 

@@ -22,8 +22,9 @@ class VGG(nn.Module):
         config: The network.
         init_weights: Whether to apply torchvision's VGG initialization
             (Kaiming normal, fan-out, for convs; N(0, 0.01) for linear layers;
-            BN 1/0; zero biases). ``False`` keeps PyTorch's defaults, which is
-            torchvision's AlexNet initialization, and what loading needs.
+            BN 1/0; zero biases) to a config whose ``init`` is ``"vgg"``.
+            ``False``, or ``init="torch_default"`` (AlexNet), keeps PyTorch's
+            defaults; ``False`` is also what loading needs.
     """
 
     def __init__(self, config: VGGConfig, init_weights: bool = True) -> None:
@@ -58,7 +59,7 @@ class VGG(nn.Module):
             nn.AdaptiveAvgPool2d(config.pool_size) if config.pool_size is not None else nn.Identity()
         )
         self.classifier = nn.Sequential(*classifier)
-        if init_weights:
+        if init_weights and config.init == "vgg":
             self.reset_parameters()
 
     def reset_parameters(self) -> None:

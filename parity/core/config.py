@@ -47,6 +47,8 @@ BN_MOMENTUM_TORCH: float = 0.1
 
 LayerKind = Literal["conv", "bn", "relu", "pool", "dense", "dropout"]
 ClassifierDropout = Literal["after", "before"]
+#: How a network built without weights starts: torchvision's VGG scheme, or PyTorch's layer defaults.
+InitScheme = Literal["vgg", "torch_default"]
 
 
 class Conv(NamedTuple):
@@ -123,6 +125,13 @@ class VGGConfig:
             ``"before"`` its linear layer (torchvision's AlexNet: Dropout,
             Linear, ReLU).
 
+        init: How the builders initialize the network without weights:
+            ``"vgg"`` (torchvision's ``VGG._initialize_weights``: Kaiming
+            normal fan-out convolutions, N(0, 0.01) linear layers, zero
+            biases) or ``"torch_default"`` (PyTorch's own layer defaults,
+            which torchvision's AlexNet keeps: weights and biases uniform in
+            +-1/sqrt(fan_in)).
+
     Raises:
         ValueError: If any field is out of range.
 
@@ -146,6 +155,7 @@ class VGGConfig:
     pools: tuple[Pool | None, ...] | None = None
     pool_batch_norm: bool = False
     classifier_dropout: ClassifierDropout = "after"
+    init: InitScheme = "vgg"
 
     def __post_init__(self) -> None:
         # Accept lists from users and JSON; store tuples so the config is hashable.
@@ -184,6 +194,8 @@ class VGGConfig:
             raise ValueError(
                 f"`pool_batch_norm` must be True or False. Received: pool_batch_norm={self.pool_batch_norm!r}"
             )
+        if self.init not in ("vgg", "torch_default"):
+            raise ValueError(f"init must be 'vgg' or 'torch_default'. Received: init={self.init!r}")
         if self.classifier_dropout not in ("after", "before"):
             raise ValueError(
                 "`classifier_dropout` must be 'after' (Linear, ReLU, Dropout) or 'before' (Dropout, Linear, ReLU). "
@@ -289,6 +301,7 @@ class VGGConfig:
             ("pools", None),
             ("pool_batch_norm", False),
             ("classifier_dropout", "after"),
+            ("init", "vgg"),
         ):
             if d[key] == default:
                 del d[key]
@@ -508,6 +521,7 @@ ALEXNET = VGGConfig(
     pool_size=(6, 6),
     input_size=(224, 224),
     classifier_dropout="before",
+    init="torch_default",
     name="alexnet",
 )
 

@@ -101,3 +101,59 @@ def test_vgg_models_keep_their_layers() -> None:
     model = vgg_keras.build_vgg(ALEXNET.replace(stages=((4,), (8,)), convs=None, pools=None, pool_size=(2, 2)))
     assert not [layer.name for layer in model.layers if "_pad" in layer.name]
     assert {layer.padding for layer in model.layers if isinstance(layer, keras.layers.Conv2D)} == {"same"}
+
+
+#: A uniform draw of n values in (-b, b) has std b / sqrt(3), with a relative standard error of about
+#: sqrt(0.2 / n): 2.8% at STD_MIN_VALUES values, so a 20% band is 7 standard errors. Smaller tensors (the
+#: biases) get the range test only. Normal draws (the VGG scheme) or zeros fail the range test.
+STD_RTOL = 0.2
+STD_MIN_VALUES = 256
+#: Every tensor checked has at least this many values (the tiny config's widths and classes).
+MIN_VALUES = 16
+#: The largest of n >= 16 uniform draws in (-b, b) is above b/2 unless all n fall inside (-b/2, b/2):
+#: probability 2^-16 per tensor.
+REACH = 0.5
+
+
+def _torch_default_ranges(tensors: dict[str, tuple[np.ndarray, int]]) -> list[str]:
+    """Names of tensors that do not look like U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bad = []
+    for name, (value, fan_in) in tensors.items():
+        bound = 1.0 / np.sqrt(fan_in)
+        top, std = float(np.abs(value).max()), float(value.std())
+        std_ok = value.size < STD_MIN_VALUES or abs(std / (bound / np.sqrt(3.0)) - 1.0) <= STD_RTOL
+        if not (REACH * bound <= top <= bound and std_ok):
+            bad.append(f"{name}: max {top:.3g}, std {std:.3g}, bound {bound:.3g}")
+    return bad
+
+
+def _keras_tensors(config) -> dict[str, tuple[np.ndarray, int]]:
+    model = vgg_keras.build_vgg(config, classifier_activation=None)
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense):
+            kernel = np.asarray(layer.kernel)
+            fan_in = int(np.prod(kernel.shape[:-1]))
+            out[f"{layer.name}.kernel"] = (kernel, fan_in)
+            out[f"{layer.name}.bias"] = (np.asarray(layer.bias), fan_in)
+    return out
+
+
+def test_keras_alexnet_starts_from_pytorchs_defaults_as_torchvisions() -> None:
+    import torch
+
+    import vgg_torch
+
+    config = TINY_ALEXNET.replace(stages=((16,), (16,), (16,), (16,), (16,)), num_classes=MIN_VALUES)
+    assert _torch_default_ranges(_keras_tensors(config)) == []
+    # torch's own model of the config passes the same check (and so it is PyTorch's default there too).
+    reference = vgg_torch.build_vgg(config)
+    tensors = {}
+    for name, module in reference.named_modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
+            fan_in = int(np.prod(module.weight.shape[1:]))
+            tensors[f"{name}.weight"] = (module.weight.detach().numpy(), fan_in)
+            tensors[f"{name}.bias"] = (module.bias.detach().numpy(), fan_in)
+    assert _torch_default_ranges(tensors) == []
+    # The check bites: the VGG scheme (normal kernels, zero biases) fails it.
+    assert len(_torch_default_ranges(_keras_tensors(config.replace(init="vgg")))) >= len(tensors) // 2

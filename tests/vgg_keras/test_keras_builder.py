@@ -33,10 +33,10 @@ def test_layer_names_as_keras_applications(arch: str) -> None:
     # Input layers are named by Keras' global counter (input_layer, input_layer_1, ...).
     ref_names = [layer.name for layer in ref.layers if not isinstance(layer, keras.layers.InputLayer)]
     our_names = [layer.name for layer in ours.layers if not isinstance(layer, keras.layers.InputLayer)]
-    # Every keras.applications layer, in the same order; ours adds the adaptive
+    # Every keras.applications layer, in the same order; ours adds the input check, the adaptive
     # pool and torchvision's two dropouts, which hold no weights.
     assert [n for n in our_names if n in ref_names] == ref_names
-    assert set(our_names) - set(ref_names) == {"avgpool", "fc1_dropout", "fc2_dropout"}
+    assert set(our_names) - set(ref_names) == {"input_check", "avgpool", "fc1_dropout", "fc2_dropout"}
     assert [layer.name for layer in ours.layers if layer.weights] == [
         layer.name for layer in ref.layers if layer.weights
     ]
