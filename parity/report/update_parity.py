@@ -49,7 +49,7 @@ __all__ = ["FLOOR_SHARE", "UPDATE_FLOOR_FACTOR", "UpdateParity", "update_parity"
 #: tensor's floor (torch float32 against float64, see :attr:`UpdateParity.ratios`).
 #: Two float32 runs differ by about twice one run's rounding, and each tensor's
 #: floor is one noisy sample of it: measured worst ratios 1.3 to 6.3 on tiny_bn
-#: (seeds 0 to 2) and 0.38 on vgg11_bn at 32 px (seed 0; AMD Zen 4, oneDNN on and
+#: (seeds 0 to 2), 0.38 on vgg11_bn at 32 px and 4.96 at 224 px (seed 0; AMD Zen 4, oneDNN on and
 #: off). A mistake is orders above: Keras' own SGD gives 1e6, batch norm with
 #: epsilon 1e-3 5e4 (tiny_bn, seed 0).
 UPDATE_FLOOR_FACTOR: float = 10.0
