@@ -28,9 +28,7 @@ The CPU decides the result: bf16 arithmetic runs natively with AVX-512 BF16
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import Option, Section, command, rng, say, summarize, table
+from benchmarks.harness import Option, Section, child_json, command, rng, say, summarize, table
 
 __all__ = ["main"]
 
@@ -119,18 +117,10 @@ def measure(section: Section) -> dict[str, Any]:
     args, out = section.args, {}
     for model in args.models:
         cfg = {"model": model, "rounds": args.rounds, "calls": args.calls, "threads": args.threads}
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, json.dumps(cfg)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=section.env,
-            cwd=args.project_root,
-            check=False,
-        )
-        if done.returncode != 0:
-            out[model] = {"error": f"child exited {done.returncode}"}
+        got = child_json(section, CHILD, cfg)
+        if "error" in got:
+            out[model] = got
             continue
-        got = json.loads(done.stdout.strip().splitlines()[-1])
         samples = {int(b): v for b, v in got["samples"].items()}
         base1 = [statistics.median(s) for s in samples[1]["torch eager fp32"]]
         base8 = [8 / s[0] for s in samples[8]["torch eager fp32"]]

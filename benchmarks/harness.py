@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ from parity.cli import log  # noqa: E402
 from parity.core.atomic import write_atomic  # noqa: E402
 
 __all__ = [
+    "child_json",
     "MIB",
     "QUIET_SHARE",
     "ROOT",
@@ -205,6 +207,30 @@ def child_env(root: Path, **extra: str) -> dict[str, str]:
     """
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def child_json(section: Section, script: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Runs ``python -c script cfg_json`` in the section's environment; returns the JSON object it printed last.
+
+    Args:
+        section: Environment and project root of the child.
+        script: The child's code; it reads its options from ``sys.argv[1]``.
+        cfg: Those options.
+
+    Returns:
+        The child's last line, parsed, or ``{"error": "child exited N"}``.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=section.env,
+        cwd=section.args.project_root,
+        check=False,
+    )
+    if done.returncode != 0:
+        return {"error": f"child exited {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(columns: Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> list[str]:

@@ -22,10 +22,8 @@ child's full vgg16 forward pass.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import SIZE, Option, Section, command, rng, say, summarize, table, wait_for_quiet
+from benchmarks.harness import SIZE, Option, Section, child_json, command, rng, say, summarize, table, wait_for_quiet
 from benchmarks.workers import Worker, WorkerSpec
 
 __all__ = ["main"]
@@ -130,18 +128,7 @@ print(json.dumps(out))
 def measure_alone(section: Section) -> dict[str, Any]:
     """The checks' ops alone against the whole forward pass, in ms per call, in one child."""
     args = section.args
-    cfg = {"batches": args.batches, "calls": args.calls}
-    done = subprocess.run(
-        [sys.executable, "-c", ALONE, json.dumps(cfg)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=section.env,
-        cwd=args.project_root,
-        check=False,
-    )
-    if done.returncode != 0:
-        return {"error": f"child exited {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_json(section, ALONE, {"batches": args.batches, "calls": args.calls})
 
 
 def render(results: dict[str, Any]) -> list[str]:
