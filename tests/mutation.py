@@ -165,6 +165,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/vgg_keras/test_input_checks.py",),
     ),
     Mutant(
+        "xla_size_reshape_dropped",
+        "model",
+        "no reshape for XLA to resolve where the traced shape leaves the size unknown: XLA runs a too-small input",
+        "vgg_keras/checks.py",
+        (("x = tf.reshape(x, target, name=_xla_node_name(channels, min_size))", "pass"),),
+        ("tests/vgg_keras/test_input_checks.py",),
+    ),
+    Mutant(
         "empty_batch_not_padded",
         "model",
         "an empty batch reaches oneDNN's Conv2D, which returns the input's channel count",

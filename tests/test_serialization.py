@@ -42,8 +42,8 @@ import keras
 paths = json.loads(sys.argv[2])
 try:
     keras.saving.load_model(paths[0])
-except Exception as e:  # the custom layers (InputCheck, Conv2D, ...) are unknown until vgg_keras is imported
-    print("without vgg_keras:", "Could not locate class 'InputCheck'" in str(e))
+except Exception as e:  # the model's class and custom layers (VGGModel, InputCheck, ...) are unknown until
+    print("without vgg_keras:", "Could not locate class 'VGGModel'" in str(e))  # vgg_keras is imported
 import vgg_keras  # registers vgg_keras's layers with Keras
 assert "torch" not in sys.modules
 x = np.load(sys.argv[1])

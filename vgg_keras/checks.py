@@ -14,9 +14,12 @@ the call is traced (eager calls, a ``tf.function`` or ``predict`` traced for one
 shape) are checked in Python; sizes unknown until run time (``predict`` after a
 second input size, ``reduce_retracing=True``) by a TensorFlow assertion that
 runs before the first convolution. XLA compiles assertions as no-ops, so
-under ``jit_compile=True`` with unknown sizes a too-small input gives NaN
-outputs instead (the mask also checks the size there). On JAX and torch every
-call sees static shapes, so the Python checks cover every mode.
+under ``jit_compile=True`` with unknown sizes a reshape whose target XLA works
+out when it compiles for the actual sizes (one row more than the input where
+the input is wrong) fails the compile instead; XLA's error then names that
+reshape, ``input_images_must_be_at_least_32x32_px_with_3_channels...``. The
+mask also sets a too-small sample's outputs to NaN, as a last guard. On JAX
+and torch every call sees static shapes, so the Python checks cover every mode.
 
 A batch of 0 images gives an empty result in every mode that calls the model.
 TensorFlow's oneDNN ``Conv2D`` returns an empty batch with the *input's*
@@ -36,7 +39,16 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["INPUT_CHECK", "NON_FINITE_TO_NAN", "Dense", "InputCheck", "NonFiniteToNaN", "nan_rows", "without_checks"]
+__all__ = [
+    "INPUT_CHECK",
+    "NON_FINITE_TO_NAN",
+    "Dense",
+    "InputCheck",
+    "NonFiniteToNaN",
+    "VGGModel",
+    "nan_rows",
+    "without_checks",
+]
 
 #: Layer names in a model from :func:`vgg_keras.build_vgg`.
 INPUT_CHECK = "input_check"
@@ -229,6 +241,48 @@ class Dense(keras.layers.Dense):
         return {**super().get_config(), "min_size": self.min_size, "data_format": self.data_format}
 
 
+@keras.saving.register_keras_serializable(package="vgg_keras")
+class VGGModel(keras.Model):
+    """The functional model :func:`vgg_keras.build_vgg` returns: ``predict`` on 0 samples gives 0 rows.
+
+    Keras' ``predict`` fails on an empty array (``UnboundLocalError`` inside
+    its loop, on every backend); this one calls the model once instead, which
+    gives the same empty result as an eager call. Everything else is Keras'
+    functional model: same layers, weights, config and saving.
+
+    Args:
+        inputs: The model's input tensor.
+        outputs: Its output tensor.
+        name: The model's name.
+        **kwargs: ``keras.Model`` arguments.
+
+    Examples:
+        >>> import numpy as np
+        >>> import vgg_keras
+        >>> from parity.core.config import VGGConfig
+        >>> model = vgg_keras.build_vgg(VGGConfig(stages=((4,), (8,)), hidden=(8,), num_classes=3))
+        >>> model.predict(np.zeros((0, 32, 32, 3), np.float32), verbose=0).shape
+        (0, 3)
+    """
+
+    def __init__(self, inputs: object, outputs: object, name: str | None = None, **kwargs: object) -> None:
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    def predict(
+        self,
+        x: object,
+        batch_size: int | None = None,
+        verbose: str | int = "auto",
+        steps: int | None = None,
+        callbacks: object = None,
+    ) -> object:
+        """``keras.Model.predict``; an array-like with 0 samples gives 0 rows instead of Keras' error."""
+        shape = getattr(x, "shape", None)
+        if shape is not None and len(shape) > 0 and shape[0] == 0:
+            return keras.ops.convert_to_numpy(self(x, training=False))
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+
 def without_checks(model: keras.Model) -> keras.Model:
     """The same layers and weights without ``input_check`` and the NaN mask: a VGG as it was before them.
 
@@ -300,6 +354,10 @@ def _tf_checked(x: object, channels: int, min_size: int, data_format: str, messa
         ok = tf.logical_and(tf.reduce_all(sides >= min_size), tf.equal(shape[_channel_axis(data_format)], channels))
         with tf.control_dependencies([tf.debugging.Assert(ok, [message, shape], summarize=4)]):
             x = tf.identity(x)
+        # XLA compiles the assertion as a no-op but resolves a reshape's target at compile time, when the
+        # sizes are known: a shape one row off fails the compile, and the error names this node.
+        target = shape + tf.stack([0, tf.where(ok, 0, 1), 0, 0])
+        x = tf.reshape(x, target, name=_xla_node_name(channels, min_size))
     batch = static[0]
     if batch is not None and batch > 0:
         return x
@@ -309,6 +367,14 @@ def _tf_checked(x: object, channels: int, min_size: int, data_format: str, messa
     # Constant paddings and a cut on the batch axis only: shape inference keeps the other sizes
     # (TFLite's converter refuses a Conv2D whose channels it cannot infer).
     return padded[: tf.maximum(tf.shape(x)[0], 1)]
+
+
+def _xla_node_name(channels: int, min_size: int) -> str:
+    """The name of the reshape that fails an XLA compile on a bad input: the only words XLA's error shows."""
+    return (
+        f"input_images_must_be_at_least_{min_size}x{min_size}_px_with_{channels}_channels"
+        ".resize_them_first_with_vgg_keras.preprocess_images"
+    )
 
 
 def _tf_cut_and_size(images: object, x: object, ok: object, min_size: int, data_format: str) -> tuple[object, object]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from parity.core.config import ARCHS, BN_EPSILON, BN_MOMENTUM_TORCH, LayerSpec, VGGConfig, layer_plan
-from vgg_keras.checks import INPUT_CHECK, NON_FINITE_TO_NAN, Dense, InputCheck, NonFiniteToNaN
+from vgg_keras.checks import INPUT_CHECK, NON_FINITE_TO_NAN, Dense, InputCheck, NonFiniteToNaN, VGGModel
 from vgg_keras.initializers import (
     KaimingNormalFanOut,
     TorchLinearNormal,
@@ -97,7 +97,7 @@ def build_vgg(
             uses).
 
     Returns:
-        A functional ``keras.Model``.
+        A functional ``keras.Model`` (:class:`vgg_keras.checks.VGGModel`).
 
     Raises:
         ValueError: On any invalid argument, before anything is built.
@@ -123,7 +123,7 @@ def build_vgg(
     else:
         nan_out = NonFiniteToNaN(config.min_input_size, data_format=data_format, name=NON_FINITE_TO_NAN)
         x = _feature_output(nan_out([img_input, x]), pooling, data_format)
-    model = keras.Model(inputs, x, name=name or config.name)
+    model = VGGModel(inputs, x, name=name or config.name)
     if weights_path is not None:
         _load_weights(model, weights_path, config, include_top)
     return model
@@ -489,7 +489,7 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
         name: Model name; defaults to ``"{arch}"``.
 
     Returns:
-        A functional ``keras.Model``.
+        A functional ``keras.Model`` (:class:`vgg_keras.checks.VGGModel`).
 
     Raises:
         ValueError: On any invalid argument, before anything is built.
