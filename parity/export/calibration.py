@@ -4,11 +4,11 @@
 is measured on it and fixed in the file. :func:`calibration_images` reads a
 folder of the user's images (their domain is the best calibration);
 :func:`default_calibration` is the built-in set: seven scikit-image pictures
-that the export is *not* judged on (:data:`parity.export.check.PHOTOS` are),
+that the export is *not* judged on (:data:`parity.photos.PHOTOS` are),
 five crops of each (torchvision's ``FiveCrop``), 35 inputs in all.
 
 Both return NCHW float32 in the preprocessing of
-:func:`parity.export.check.photo_batch` (resize to 256/224 of the size, center
+:func:`parity.photos.photo_batch` (resize to 256/224 of the size, center
 crop, ImageNet mean and std). Imports torch, torchvision and PIL inside the
 functions; the caller has imported torch first.
 """

@@ -37,6 +37,7 @@ import numpy as np
 
 from parity.compare import BLOCK_RTOL, LOGIT_RTOL, block_difference
 from parity.core.config import VGGConfig
+from parity.photos import PHOTOS, photo_batch  # the photos every export is judged on
 
 __all__ = [
     "FP16_TOLERANCE",
@@ -61,9 +62,6 @@ __all__ = [
     "torch_outputs",
     "torch_state",
 ]
-
-#: Photos every export is judged on: the four of tests/vgg_keras/test_preprocessing.py and two more of scikit-image's.
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 
 
 @dataclass(frozen=True)
@@ -427,30 +425,6 @@ def _run_tflite_blocks(path: Path, x: np.ndarray, batch: int | None) -> dict[str
 def _output_nchw(output: np.ndarray, data_format: str) -> np.ndarray:
     """A feature map (no top) in torch's NCHW; logits as they are."""
     return output.transpose(0, 3, 1, 2) if output.ndim == 4 and data_format == "channels_last" else output
-
-
-def photo_batch(size: tuple[int, int]) -> np.ndarray | None:
-    """scikit-image's six photos (:data:`PHOTOS`) through torchvision's ImageNet preprocessing, NCHW.
-
-    At 224 x 224 this is torchvision's ``IMAGENET1K_V1`` transform (resize 256,
-    center crop 224); at other square sizes the same with the crop and the
-    resize scaled alike. ``None`` if scikit-image is missing or the size is not square.
-    """
-    h, w = size
-    if h != w:
-        return None
-    try:
-        from skimage import data as skimage_data
-    except ImportError:
-        return None
-    import torch
-    from torchvision.transforms._presets import ImageClassification
-
-    transform = ImageClassification(crop_size=h, resize_size=round(h * 256 / 224))
-    images = [
-        transform(torch.from_numpy(np.ascontiguousarray(getattr(skimage_data, n)().transpose(2, 0, 1)))) for n in PHOTOS
-    ]
-    return torch.stack(images).numpy()
 
 
 def _topk_figures(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:

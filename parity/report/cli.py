@@ -128,6 +128,7 @@ def run_report(
     modes: Sequence[str] = MODES,
     data_formats: Sequence[str] = ("channels_last",),
     precisions: Sequence[str] = ("fp32",),
+    inputs: str = "noise",
 ) -> list[dict[str, object]]:
     """Runs every (preset, precision, data format, size, mode) comparison on this process's Keras backend.
 
@@ -143,6 +144,9 @@ def run_report(
         precisions: Among :data:`parity.precision.PRECISIONS`: ``"fp32"``
             (within :data:`parity.compare.LOGIT_RTOL`), ``"bf16"``, ``"fp16"``
             (the Keras dtype policy; within the format's derived bounds).
+        inputs: ``"noise"`` (``batch`` N(0, 1) images from ``seed``) or
+            ``"photos"`` (scikit-image's six, :func:`parity.photos.photo_batch`;
+            square sizes only).
 
     Returns:
         One dict per case: backend, arch, precision, data format, size, mode,
@@ -170,15 +174,35 @@ def run_report(
             keras.config.set_image_data_format(data_format)
             reference, model = _pairs(arch, source, seed, precision)
             for size in sizes:
-                x = np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
+                x = _input_batch(inputs, size, batch, seed)
                 for fields, seconds in _compare_modes(reference, model, x, modes, precision, PRESETS[arch]):
-                    cases.append({"backend": backend, "arch": arch, "data_format": data_format, **fields})
+                    cases.append(
+                        {"backend": backend, "arch": arch, "data_format": data_format, "inputs": inputs, **fields}
+                    )
                     _log_case(cases[-1], len(cases), total, seconds)
             del reference, model
             keras.backend.clear_session()
     finally:
         keras.config.set_image_data_format(previous_format)
     return cases
+
+
+def _input_batch(inputs: str, size: tuple[int, int], batch: int, seed: int) -> np.ndarray:
+    """The NCHW batch both frameworks run: N(0, 1) noise, or the six photos."""
+    if inputs == "photos":
+        from parity.photos import photo_batch
+
+        photos = photo_batch(size)
+        if photos is None:
+            raise UsageError(f"--inputs photos needs scikit-image and square sizes. Received: size {size}")
+        return photos
+    return np.random.default_rng(seed + 1).standard_normal((batch, 3, *size), dtype=np.float32)
+
+
+def _top2_gap(logits: np.ndarray) -> float:
+    """The smallest gap between an image's two largest logits, relative to max |logits|: how easily top-1 flips."""
+    top2 = np.sort(logits.reshape(len(logits), -1), axis=-1)[:, -2:]
+    return float(np.min(top2[:, 1] - top2[:, 0]) / max(float(np.max(np.abs(logits))), 1e-30))
 
 
 def _compare_modes(
@@ -201,8 +225,10 @@ def _compare_modes(
     from parity.compare import compare_outputs, keras_forward, torch_forward
 
     expected = torch_forward(reference, x)  # type: ignore[arg-type]
+    gap = {"top2_gap": _top2_gap(expected["logits"])} if "logits" in expected else {}
     if precision != "fp32":
-        yield from _compare_reduced(reference, model, x, modes, precision, config, expected)
+        for fields, seconds in _compare_reduced(reference, model, x, modes, precision, config, expected):
+            yield {**fields, **gap}, seconds
         return
     for mode in modes:
         started = time.perf_counter()
@@ -213,6 +239,7 @@ def _compare_modes(
             "precision": precision,
             **report.to_dict(),
             "worst_block": report.worst_block.name,
+            **gap,
         }
         yield fields, time.perf_counter() - started
 
@@ -279,6 +306,7 @@ def run_on_backends(
     data_formats: Sequence[str] = ("channels_last",),
     verbose: bool = False,
     precisions: Sequence[str] = ("fp32",),
+    inputs: str = "noise",
 ) -> list[dict[str, object]]:
     """Runs :func:`run_report` once per Keras backend, each in a child process.
 
@@ -293,6 +321,7 @@ def run_on_backends(
         data_formats: ``"channels_last"`` and/or ``"channels_first"``.
         verbose: Let the children print TensorFlow's own log lines.
         precisions: Formats, as :func:`run_report` takes them.
+        inputs: ``"noise"`` or ``"photos"``, as :func:`run_report` takes them.
 
     Returns:
         The cases of every backend, in the order given.
@@ -308,7 +337,7 @@ def run_on_backends(
                 sys.executable, "-m", "parity.report", *archs,
                 "--sizes", *(f"{h}x{w}" for h, w in sizes),
                 "--seed", str(seed), "--batch", str(batch),
-                "--mode", *modes, "--data-format", *data_formats, "--precision", *precisions,
+                "--mode", *modes, "--data-format", *data_formats, "--precision", *precisions, "--inputs", inputs,
                 "--cases-json", os.fspath(out),
             ]  # fmt: skip
             if source == "converted":
@@ -346,17 +375,18 @@ def _precision_table(cases: Sequence[dict[str, object]]) -> str:
     """The table of a run with reduced-precision cases: each judged at its own bound."""
     rows = [
         "| backend | variant | precision | format | input | mode | max rel diff | bound | floor | torch autocast "
-        "| top-1 | worst block | within bounds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| top-1 | torch autocast top-1 | top-2 gap | worst block | within bounds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
         h, w = c["size"]  # type: ignore[misc]
-        torch_rel = c.get("torch_autocast_max_rel")
+        torch_rel, torch_top1, gap = c.get("torch_autocast_max_rel"), c.get("torch_autocast_top1"), c.get("top2_gap")
         rows.append(
             f"| {c['backend']} | {c['arch']} | {c.get('precision', 'fp32')} | {c['data_format']} | {h}x{w} "
             f"| {c['mode']} | {c['max_rel']:.2e} | {c['rtol']:.1e} | {c.get('floor', 0.0):.1e} "
-            f"| {'–' if torch_rel is None else f'{torch_rel:.2e}'} | {c['top1']:.0%} | {c['worst_block']} "
-            f"| {'yes' if c['passed'] else 'NO'} |"
+            f"| {'–' if torch_rel is None else f'{torch_rel:.2e}'} | {c['top1']:.0%} "
+            f"| {'–' if torch_top1 is None else f'{torch_top1:.0%}'} | {'–' if gap is None else f'{gap:.1e}'} "
+            f"| {c['worst_block']} | {'yes' if c['passed'] else 'NO'} |"
         )
     return "\n".join(rows)
 
@@ -448,7 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help=f"input sizes, N or HxW, run in this order on one model (default {' '.join(DEFAULT_SIZES)})",
     )
-    parser.add_argument("--batch", type=int, default=2, help="images per comparison (default 2)")
+    parser.add_argument("--batch", type=int, default=2, help="images per comparison with --inputs noise (default 2)")
+    parser.add_argument(
+        "--inputs",
+        choices=["noise", "photos"],
+        default="noise",
+        help="noise: N(0, 1) images from --seed (default); photos: scikit-image's six photos through torchvision's "
+        "ImageNet preprocessing (square sizes; needs scikit-image, in the export extra)",
+    )
     parser.add_argument(
         "--mode",
         nargs="+",
@@ -512,6 +549,14 @@ def _check_args(args: argparse.Namespace) -> None:
                 f"{arch} takes inputs of at least {smallest} px: pass --sizes without the smaller ones, "
                 f"e.g. --sizes 224 {smallest} 300x200. Received: --sizes ... {' '.join(small)}"
             )
+    if args.inputs == "photos":
+        from parity.photos import photos_available
+
+        oblong = [f"{h}x{w}" for h, w in args.sizes if h != w]
+        if oblong:
+            raise UsageError(f"--inputs photos takes square sizes only. Received: --sizes ... {' '.join(oblong)}")
+        if not photos_available():
+            raise UsageError("--inputs photos needs scikit-image: uv sync --extra export. Received: --inputs photos")
     if not args.out_dir.is_dir():
         raise UsageError(f"--out-dir does not exist: create it first. Received: --out-dir {args.out_dir}")
 
@@ -536,6 +581,7 @@ def _write_report(
         "source": source,
         "seed": args.seed,
         "batch": args.batch,
+        "inputs": args.inputs,
         "rtol": LOGIT_RTOL,
         "backends": list(dict.fromkeys(str(c["backend"]) for c in cases)),
         "modes": list(modes),
@@ -578,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     formats = list(dict.fromkeys(args.data_formats))
     precisions = list(dict.fromkeys(args.precisions))
     if args.cases_json is not None:  # a child of run_on_backends
-        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions)  # torch first
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions, args.inputs)
         write_atomic(args.cases_json, json.dumps(cases))
         return 0 if all(c["passed"] for c in cases) else 1
     if args.backends:
@@ -593,9 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             formats,
             verbose=args.verbose,
             precisions=precisions,
+            inputs=args.inputs,
         )
     else:
-        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions)
+        cases = run_report(archs, args.sizes, source, args.seed, args.batch, modes, formats, precisions, args.inputs)
     print(format_table(cases))
     _write_report(cases, args, source, modes, formats)
     passed = all(c["passed"] for c in cases)

@@ -42,14 +42,16 @@ def test_report_writes_table_json_and_png(tmp_path: Path, capsys: pytest.Capture
 
 @pytest.mark.full  # full-size vgg11_bn
 def test_report_precision_axis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--precision bf16``: mixed_bfloat16 judged at the derived bounds, torch's autocast error beside."""
-    argv = ["vgg11_bn", "--sizes", "32", "--mode", "predict", "--precision", "fp32", "bf16", "--out-dir", str(tmp_path)]
-    assert main(argv) == 0
+    """``--precision bf16`` on the photos: mixed_bfloat16 judged at the derived bounds, torch's autocast beside."""
+    argv = ["vgg11_bn", "--sizes", "32", "--mode", "predict", "--precision", "fp32", "bf16", "--inputs", "photos"]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| tensorflow | vgg11_bn | bf16 | channels_last | 32x32 | predict |" in out
     data = json.loads((tmp_path / "parity_report.json").read_text())
-    assert data["precisions"] == ["fp32", "bf16"]
+    assert data["precisions"] == ["fp32", "bf16"] and data["inputs"] == "photos"
     fp32, bf16 = data["cases"]
+    for case in (fp32, bf16):  # six photos: top-1 is a share of six, and the top-2 gap says how close a flip is
+        assert case["inputs"] == "photos" and round(case["top1"] * 6, 6).is_integer() and case["top2_gap"] > 0
     assert fp32["max_rel"] <= LOGIT_RTOL and fp32["precision"] == "fp32"
     assert bf16["floor"] <= bf16["max_rel"] <= bf16["rtol"] and bf16["passed"]
     assert bf16["floor"] <= bf16["torch_autocast_max_rel"] <= bf16["rtol"]
@@ -59,7 +61,9 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["vgg17", "--out-dir", str(tmp_path)]) == 2
     assert "Received: vgg17" in capsys.readouterr().err
     assert main(["vgg11", "--out-dir", str(tmp_path / "missing")]) == 2
-    for bad in (["--sizes", "16"], ["--mode", "jit"]):
+    assert main(["vgg11", "--inputs", "photos", "--sizes", "224", "40x64", "--out-dir", str(tmp_path)]) == 2
+    assert "square sizes only. Received: --sizes ... 40x64" in capsys.readouterr().err
+    for bad in (["--sizes", "16"], ["--mode", "jit"], ["--inputs", "cats"]):
         with pytest.raises(SystemExit) as info:
             main(["vgg11", *bad])
         assert info.value.code == 2
