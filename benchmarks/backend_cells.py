@@ -73,6 +73,7 @@ def torch_cells(arch: str, precisions: list[str]) -> dict[str, Cell]:
     if "fp32" in precisions:
         cells["torch eager fp32"] = run(model, None, torch.contiguous_format)
         cells["torch eager fp32, channels_last memory"] = run(last, None, torch.channels_last)
+        cells["torch fp32, torch.compile"] = run(torch.compile(model), None, torch.contiguous_format)
     if "bf16" in precisions:
         cells["torch eager bf16 autocast"] = run(model, torch.bfloat16, torch.contiguous_format)
     if "fp16" in precisions:
@@ -105,6 +106,9 @@ def keras_cells(backend: str, arch: str, precisions: list[str]) -> dict[str, Cel
         cells[f"{name}, predict_on_batch"] = _predict(model)
         if backend == "torch":
             cells[f"{name}, call under inference_mode"] = _torch_call(model)
+            compiled = _keras_model(arch, POLICIES[precision])
+            compiled.compile(jit_compile=True)  # Keras' torch trainer wraps its predict step in torch.compile
+            cells[f"{name}, predict_on_batch, torch.compile"] = _predict(compiled)
         if backend == "tensorflow":
             cells[f"{name}, direct call"] = _tf_call(model)
             cells[f"{name}, XLA"] = _tf_xla(model)

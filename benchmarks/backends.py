@@ -10,9 +10,10 @@ Two questions, answered in one run:
 
 1. **Throughput** (images/s at 224x224) of torchvision's VGG in eager mode
    (the reference: ``no_grad``, NCHW, fp32; also in torch's
-   ``channels_last`` memory format and under ``torch.autocast`` bf16/fp16)
+   ``channels_last`` memory format, under ``torch.compile`` and under ``torch.autocast`` bf16/fp16)
    against the same weights in vgg_keras: on Keras' torch backend
-   (``predict_on_batch``, and a direct call under ``inference_mode``), on JAX
+   (``predict_on_batch``, the same with ``compile(jit_compile=True)``, which
+   Keras runs through ``torch.compile``, and a direct call under ``inference_mode``), on JAX
    (``predict_on_batch``: ``jax.jit``) and on TensorFlow (direct call,
    ``predict_on_batch`` and XLA; ``--onednn-off`` adds a worker with
    ``TF_ENABLE_ONEDNN_OPTS=0``), each in fp32 and under the Keras policies

@@ -381,3 +381,43 @@ def test_torch_backend_runs_nchw_without_kernel_copies() -> None:
     assert out["max_rel"] <= LOGIT_RTOL, out["max_rel"]
     keras_tf = vgg_keras.build_vgg(TINY_BN, classifier_activation=None)  # this process: TensorFlow
     assert out["weights"] == [[v.path, list(v.shape)] for v in keras_tf.weights]
+
+
+_TORCH_COMPILE_SCRIPT = """
+import json
+import torch, torchvision  # before anything that may load TensorFlow
+import keras, numpy as np
+from parity.compare import build_pair, compare_outputs, keras_forward, torch_forward
+from parity.convert.random_weights import randomized_state_dict
+from parity.core.config import VGGConfig
+
+config = VGGConfig.from_dict(json.loads(__import__("os").environ["CONFIG"]))
+reference, model = build_pair(config, randomized_state_dict(config, seed=5))
+x = np.random.default_rng(0).standard_normal((3, 3, 40, 40), dtype=np.float32)
+eager = keras_forward(model, x)
+model.compile(jit_compile=True)  # Keras' torch trainer runs its predict step through torch.compile
+compiled = keras.ops.convert_to_numpy(model.predict_on_batch(x.transpose(0, 2, 3, 1)))
+out = {"dynamo": hasattr(model.predict_function, "_torchdynamo_orig_callable")}
+out["vs_eager"] = float(np.max(np.abs(compiled - eager["logits"])))
+out["max_rel"] = compare_outputs(torch_forward(reference, x), {**eager, "logits": compiled}).max_rel
+x[1, 0, 0, 0] = np.nan
+out["nan_rows"] = np.isnan(keras.ops.convert_to_numpy(model.predict_on_batch(x.transpose(0, 2, 3, 1)))).all(1).tolist()
+try:
+    model.predict_on_batch(np.zeros((2, 7, 7, 3), np.float32))
+    out["small"] = "no error"
+except ValueError as e:
+    out["small"] = str(e)
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.extended
+def test_torch_compile_on_torch_backend() -> None:
+    """``compile(jit_compile=True)`` on the torch backend (torch.compile): parity, NaN rows and the size check."""
+    _needs("torch")
+    result = run_python(_TORCH_COMPILE_SCRIPT, env={"KERAS_BACKEND": "torch", "CONFIG": json.dumps(TINY_BN.to_dict())})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert out["dynamo"] and out["max_rel"] <= LOGIT_RTOL and out["vs_eager"] <= LOGIT_RTOL, out
+    assert out["nan_rows"] == [False, True, False], out
+    assert "at least 8x8 px" in out["small"] and "\n" not in out["small"], out
