@@ -175,7 +175,7 @@ def run_report(
             reference, model = _pairs(arch, source, seed, precision)
             for size in sizes:
                 x = _input_batch(inputs, size, batch, seed)
-                for fields, seconds in _compare_modes(reference, model, x, modes, precision, PRESETS[arch]):
+                for fields, seconds in _compare_modes(reference, model, x, modes, precision, ARCHS[arch]):
                     cases.append(
                         {"backend": backend, "arch": arch, "data_format": data_format, "inputs": inputs, **fields}
                     )

@@ -23,7 +23,7 @@ parity tools; torch is imported first.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -188,20 +188,34 @@ def update_parity(
                 scheduler.step()
             if dtype == torch.float32:
                 keras_step(x, y)
-        torch_runs[dtype] = {
-            k: v.detach().double().numpy() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+        torch_runs[dtype] = {  # in the run's own dtype: float64 copies of a full-size net are GBs each
+            k: v.detach().numpy().copy() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
         }
         del net, opt, scheduler, step_fn
-    start = {k: np.asarray(state_dict[k], np.float64) for k in torch_runs[torch.float32]}
-
-    def update(final: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: np.asarray(final[k], np.float64) - start[k] for k in start}
-
-    t32, t64 = update(torch_runs[torch.float32]), update(torch_runs[torch.float64])
+    keras_final = keras_state(model, config)
+    del model, reference, keras_step, optimizer
+    keys = list(torch_runs[torch.float32])
+    t32, t64 = (_Updates(torch_runs[dtype], state_dict, keys) for dtype in (torch.float32, torch.float64))
     scale = cancelled_biases(config)
     return UpdateParity(
         config.name,
         size,
-        gradient_diffs(t32, update(keras_state(model, config)), scale),
+        gradient_diffs(t32, _Updates(keras_final, state_dict, keys), scale),
         gradient_diffs(t64, t32, scale),
     )
+
+
+class _Updates(Mapping[str, np.ndarray]):
+    """``final - start`` per tensor of ``keys``, in float64, computed when read: one tensor's memory at a time."""
+
+    def __init__(self, final: Mapping[str, np.ndarray], start: Mapping[str, np.ndarray], keys: list[str]) -> None:
+        self._final, self._start, self._keys = final, start, keys
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.asarray(self._final[key], np.float64) - np.asarray(self._start[key], np.float64)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
