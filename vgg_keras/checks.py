@@ -45,7 +45,6 @@ __all__ = [
     "Dense",
     "InputCheck",
     "NonFiniteToNaN",
-    "VGGModel",
     "nan_rows",
     "without_checks",
 ]
@@ -239,48 +238,6 @@ class Dense(keras.layers.Dense):
     def get_config(self) -> dict[str, object]:
         """The layer's config, for serialization."""
         return {**super().get_config(), "min_size": self.min_size, "data_format": self.data_format}
-
-
-@keras.saving.register_keras_serializable(package="vgg_keras")
-class VGGModel(keras.Model):
-    """The functional model :func:`vgg_keras.build_vgg` returns: ``predict`` on 0 samples gives 0 rows.
-
-    Keras' ``predict`` fails on an empty array (``UnboundLocalError`` inside
-    its loop, on every backend); this one calls the model once instead, which
-    gives the same empty result as an eager call. Everything else is Keras'
-    functional model: same layers, weights, config and saving.
-
-    Args:
-        inputs: The model's input tensor.
-        outputs: Its output tensor.
-        name: The model's name.
-        **kwargs: ``keras.Model`` arguments.
-
-    Examples:
-        >>> import numpy as np
-        >>> import vgg_keras
-        >>> from parity.core.config import VGGConfig
-        >>> model = vgg_keras.build_vgg(VGGConfig(stages=((4,), (8,)), hidden=(8,), num_classes=3))
-        >>> model.predict(np.zeros((0, 32, 32, 3), np.float32), verbose=0).shape
-        (0, 3)
-    """
-
-    def __init__(self, inputs: object, outputs: object, name: str | None = None, **kwargs: object) -> None:
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-
-    def predict(
-        self,
-        x: object,
-        batch_size: int | None = None,
-        verbose: str | int = "auto",
-        steps: int | None = None,
-        callbacks: object = None,
-    ) -> object:
-        """``keras.Model.predict``; an array-like with 0 samples gives 0 rows instead of Keras' error."""
-        shape = getattr(x, "shape", None)
-        if shape is not None and len(shape) > 0 and shape[0] == 0:
-            return keras.ops.convert_to_numpy(self(x, training=False))
-        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
 
 def without_checks(model: keras.Model) -> keras.Model:

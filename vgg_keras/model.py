@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from parity.core.config import ARCHS, BN_EPSILON, BN_MOMENTUM_TORCH, LayerSpec, VGGConfig, layer_plan
-from vgg_keras.checks import INPUT_CHECK, NON_FINITE_TO_NAN, Dense, InputCheck, NonFiniteToNaN, VGGModel
+from vgg_keras.checks import INPUT_CHECK, NON_FINITE_TO_NAN, Dense, InputCheck, NonFiniteToNaN
 from vgg_keras.initializers import (
     KaimingNormalFanOut,
     TorchLinearNormal,
@@ -26,6 +26,7 @@ from vgg_keras.initializers import (
     torch_default_initializers,
 )
 from vgg_keras.layers import AdaptiveAveragePooling2D, BatchNormalization, Conv2D, Unfilled
+from vgg_keras.vgg_model import VGGModel
 
 __all__ = [
     "TO_CHANNELS_FIRST",
@@ -97,7 +98,7 @@ def build_vgg(
             uses).
 
     Returns:
-        A functional ``keras.Model`` (:class:`vgg_keras.checks.VGGModel`).
+        A functional ``keras.Model`` (:class:`vgg_keras.vgg_model.VGGModel`).
 
     Raises:
         ValueError: On any invalid argument, before anything is built.
@@ -489,7 +490,7 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
         name: Model name; defaults to ``"{arch}"``.
 
     Returns:
-        A functional ``keras.Model`` (:class:`vgg_keras.checks.VGGModel`).
+        A functional ``keras.Model`` (:class:`vgg_keras.vgg_model.VGGModel`).
 
     Raises:
         ValueError: On any invalid argument, before anything is built.

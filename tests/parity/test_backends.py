@@ -32,6 +32,7 @@ from parity.core.catalog import get_weights_record
 from parity.core.config import PRESETS, VGGConfig
 from parity.core.weights_file import sidecar_path, stage_converted_weights
 from tests.conftest import CIFAR, TINY_BN, run_python, tensorflow_blocked
+from vgg_keras import vgg_model
 
 BACKENDS = ["torch", "jax", "openvino"]
 
@@ -421,3 +422,51 @@ def test_torch_compile_on_torch_backend() -> None:
     assert out["dynamo"] and out["max_rel"] <= LOGIT_RTOL and out["vs_eager"] <= LOGIT_RTOL, out
     assert out["nan_rows"] == [False, True, False], out
     assert "at least 8x8 px" in out["small"] and "\n" not in out["small"], out
+
+
+_JAX_OPTIONS_SCRIPT = r"""
+import json, re
+import jax, keras, numpy as np
+from keras.src.backend.jax import trainer
+import vgg_keras
+from vgg_keras import vgg_model
+from parity.core.config import VGGConfig
+
+config = VGGConfig.from_dict(json.loads(__import__("os").environ["CONFIG"]))
+model = vgg_keras.build_vgg(config, classifier_activation=None)
+x = np.random.default_rng(0).standard_normal((2, 32, 32, 3), dtype=np.float32)
+seen = []
+original = vgg_model._jax_jit_options
+vgg_model._jax_jit_options = lambda options: (seen.append(options), original(options))[1]
+out = {"options": vgg_model.jax_cpu_compiler_options()}
+out["vs_eager"] = float(np.max(np.abs(np.asarray(model.predict_on_batch(x)) - np.asarray(model(x)))))
+out["seen"] = seen
+out["restored"] = trainer.jit is jax.jit
+
+def ynn_fusions(options):  # the options' effect on the model's own graph
+    with original(options):
+        step = trainer.jit(lambda tv, ntv, a: model.stateless_call(tv, ntv, a)[0])
+    variables = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    hlo = step.lower(*variables, x).compile().as_text()
+    bodies = {b.split(" ", 1)[0].lstrip("%"): b for b in hlo.split("\n\n")}  # computation name -> text
+    called = re.findall(r"kind=kCustom, calls=%([\w.-]+).*__ynn_fusion", hlo)
+    return sum("convolution(" in bodies.get(name, "") for name in called)  # YNN fusions holding a convolution
+
+out["ynn_default"], out["ynn_with_options"] = ynn_fusions({}), ynn_fusions(out["options"])
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.full  # vgg11_bn at 32 px: XLA's cost model leaves a tiny config's convolutions out of YNN fusions
+def test_jax_predict_compiles_without_ynn_fusion() -> None:
+    """On JAX's CPU the predict function keeps convolutions out of YNN fusions, for this model only; same outputs."""
+    _needs("jax")
+    config = json.dumps(PRESETS["vgg11_bn"].to_dict())
+    result = run_python(_JAX_OPTIONS_SCRIPT, env={"KERAS_BACKEND": "jax", "CONFIG": config})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert out["options"] == vgg_model.JAX_CPU_COMPILER_OPTIONS and out["seen"] == [out["options"]], out
+    assert out["restored"] and out["vs_eager"] <= LOGIT_RTOL, out
+    # Bites: without the options XLA hands the convolutions to a YNN fusion.
+    assert out["ynn_default"] > 0 and out["ynn_with_options"] == 0, out
