@@ -36,6 +36,7 @@ __all__ = [
     "input_data_format",
     "internal_data_format",
     "preset_builder",
+    "with_classes",
 ]
 
 #: Names of the two weightless permutes a model computes between when its
@@ -505,6 +506,25 @@ _DOC = """Instantiates {title} as torchvision defines it, in Keras 3.
     """
 
 
+def with_classes(config: VGGConfig, classes: int) -> VGGConfig:
+    """``config`` with ``classes`` outputs, or the builders' one-line error for a bad count.
+
+    Args:
+        config: A preset or recipe.
+        classes: The builder's ``classes`` argument.
+
+    Returns:
+        The config with ``num_classes=classes``.
+
+    Raises:
+        ValueError: If ``classes`` is not a positive integer.
+    """
+    try:
+        return config.replace(num_classes=classes)
+    except ValueError:
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+
+
 def preset_builder(arch: str) -> Callable[..., keras.Model]:
     """Returns the keras.applications-style builder of one torchvision preset.
 
@@ -526,10 +546,7 @@ def preset_builder(arch: str) -> Callable[..., keras.Model]:
         classifier_activation: str | Callable[..., object] | None = "softmax",
         name: str | None = None,
     ) -> keras.Model:
-        try:
-            config = base.replace(num_classes=classes)
-        except ValueError:
-            raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+        config = with_classes(base, classes)
         channels = input_channels(input_shape, input_tensor, keras.config.image_data_format())
         if channels is not None and channels != config.in_channels:
             config = config.replace(in_channels=channels)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 
 from parity.core.config import RECIPES
-from vgg_keras.model import build_vgg
+from vgg_keras.model import build_vgg, with_classes
 
 __all__ = ["CIFAR10_VGG16", "PAPER_ALEXNET"]
 
@@ -33,10 +33,7 @@ def CIFAR10_VGG16(  # noqa: N802 (keras.applications' naming)
     Raises:
         ValueError: On an invalid argument.
     """
-    try:
-        config = RECIPES["cifar10_vgg16"].replace(num_classes=classes)
-    except ValueError:
-        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+    config = with_classes(RECIPES["cifar10_vgg16"], classes)
     return build_vgg(config, weights=weights, classifier_activation=classifier_activation, name=name)
 
 
@@ -64,8 +61,5 @@ def PAPER_ALEXNET(  # noqa: N802 (keras.applications' naming)
         >>> PAPER_ALEXNET().count_params() - 2 * (96 + 256 + 256)  # BN moving statistics aside
         58323530
     """
-    try:
-        config = RECIPES["paper_alexnet"].replace(num_classes=classes)
-    except ValueError:
-        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}") from None
+    config = with_classes(RECIPES["paper_alexnet"], classes)
     return build_vgg(config, weights=weights, classifier_activation=classifier_activation, name=name)

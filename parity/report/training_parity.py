@@ -19,7 +19,7 @@ until the training tools settle; splitting them is the next step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,7 @@ __all__ = [
     "torch_gradients",
     "torch_sgd_step",
     "training_batches",
+    "worst_diff",
 ]
 
 #: Max |keras grad - torch grad| / max |torch grad|, per parameter tensor, in
@@ -192,6 +193,11 @@ class GradientDiff:
     max_rel: float
 
 
+def worst_diff(diffs: Sequence[GradientDiff]) -> GradientDiff:
+    """The tensor that differs most, relative to its scale."""
+    return max(diffs, key=lambda d: d.max_rel)
+
+
 def cancelled_biases(config: VGGConfig) -> dict[str, str]:
     """Conv biases whose gradient is exactly zero, each with its layer's kernel.
 
@@ -299,7 +305,7 @@ class TrainingRun:
     @property
     def worst_weight(self) -> GradientDiff:
         """The state-dict tensor that differs most (relative)."""
-        return max(self.weights, key=lambda d: d.max_rel)
+        return worst_diff(self.weights)
 
     @property
     def passed(self) -> bool:

@@ -38,6 +38,7 @@ from parity.report.training_parity import (
     keras_state,
     torch_sgd_step,
     training_batches,
+    worst_diff,
 )
 
 if TYPE_CHECKING:
@@ -78,12 +79,12 @@ class UpdateParity:
     @property
     def worst(self) -> GradientDiff:
         """Keras' worst tensor."""
-        return max(self.keras, key=lambda d: d.max_rel)
+        return worst_diff(self.keras)
 
     @property
     def worst_floor(self) -> GradientDiff:
         """torch float32's worst tensor against float64."""
-        return max(self.floor, key=lambda d: d.max_rel)
+        return worst_diff(self.floor)
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -95,10 +96,8 @@ class UpdateParity:
         float32's rounding elsewhere in the same network.
         """
         least = FLOOR_SHARE * self.worst_floor.max_rel
-        return {
-            k.name: k.max_rel / max(f.max_rel, least) if max(f.max_rel, least) > 0 else float("inf")
-            for k, f in zip(self.keras, self.floor, strict=True)
-        }
+        floors = [max(f.max_rel, least) for f in self.floor]
+        return {k.name: k.max_rel / f if f > 0 else float("inf") for k, f in zip(self.keras, floors, strict=True)}
 
     @property
     def ratio(self) -> float:
