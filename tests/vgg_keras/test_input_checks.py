@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import vgg_keras
 from parity.core.config import VGGConfig
-from tests.conftest import CIFAR, TINY, TINY_BN, run_python
+from tests.conftest import CIFAR, TINY, TINY_BN, run_python, tensorflow_has_nchw_cpu_kernels
 from vgg_keras.checks import InputCheck, NonFiniteToNaN, without_checks
 
 MODES = ["eager", "graph", "xla", "predict"]
@@ -198,7 +198,13 @@ def test_non_finite_sample_gives_nan_logits(mode: str, config: VGGConfig) -> Non
 
 @pytest.mark.parametrize("mode", ["graph", "predict"])
 def test_without_the_mask_a_nan_pixel_gives_finite_logits(mode: str) -> None:
-    """Bites: TensorFlow's CPU MaxPool (and the fused MatMul+ReLU) drop NaN, so the mask is what makes it NaN."""
+    """Bites: TensorFlow's CPU MaxPool (and the fused MatMul+ReLU) drop NaN, so the mask is what makes it NaN.
+
+    With oneDNN's kernels. Without oneDNN (Eigen's), whether a NaN survives varies from run to run (seen both
+    ways in one session), so the bite is left to oneDNN CPUs; the NaN-out tests above pass either way.
+    """
+    if not tensorflow_has_nchw_cpu_kernels():
+        pytest.skip("without oneDNN, TensorFlow's MaxPool keeps or drops NaN from run to run")
     model = vgg_keras.build_vgg(TINY, classifier_activation=None)
     out = _run(without_checks(model), _with_bad_pixels(_images(4)), mode)
     assert np.isfinite(out[1]).all()
