@@ -97,12 +97,13 @@ def _keras_model(arch: str, policy: str) -> object:
     return model
 
 
-def keras_cells(backend: str, arch: str, precisions: list[str]) -> dict[str, Cell]:
-    """vgg_keras on one backend: ``predict_on_batch`` everywhere, plus the direct call and XLA on TensorFlow."""
+def keras_cells(backend: str, arch: str, precisions: list[str], label: str = "") -> dict[str, Cell]:
+    """vgg_keras on one backend: ``predict_on_batch`` everywhere; on TensorFlow the direct call (a traced graph,
+    and op by op with ``run_eagerly``) and XLA."""
     cells = {}
     for precision in precisions:
         model = _keras_model(arch, POLICIES[precision])
-        name = f"keras {backend} {precision}"
+        name = f"keras {backend}{label} {precision}"
         cells[f"{name}, predict_on_batch"] = _predict(model)
         if backend == "torch":
             cells[f"{name}, call under inference_mode"] = _torch_call(model)
@@ -111,6 +112,9 @@ def keras_cells(backend: str, arch: str, precisions: list[str]) -> dict[str, Cel
             cells[f"{name}, predict_on_batch, torch.compile"] = _predict(compiled)
         if backend == "tensorflow":
             cells[f"{name}, direct call"] = _tf_call(model)
+            eager = _keras_model(arch, POLICIES[precision])
+            eager.run_eagerly = True  # op by op, as Keras' own functional model calls it
+            cells[f"{name}, direct call, run_eagerly"] = _tf_call(eager)
             cells[f"{name}, XLA"] = _tf_xla(model)
     return cells
 
@@ -146,7 +150,8 @@ def build(group: str, arch: str, precisions: list[str]) -> dict[str, Cell]:
     """The cells of one worker group."""
     if group == "torch":
         return torch_cells(arch, precisions)
-    return keras_cells(GROUPS[group][0], arch, precisions)
+    backend, onednn = GROUPS[group]
+    return keras_cells(backend, arch, precisions, label=" (oneDNN off)" if onednn == "0" else "")
 
 
 def serve(cells: dict[str, Cell]) -> None:

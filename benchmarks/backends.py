@@ -14,7 +14,8 @@ Two questions, answered in one run:
    against the same weights in vgg_keras: on Keras' torch backend
    (``predict_on_batch``, the same with ``compile(jit_compile=True)``, which
    Keras runs through ``torch.compile``, and a direct call under ``inference_mode``), on JAX
-   (``predict_on_batch``: ``jax.jit``) and on TensorFlow (direct call,
+   (``predict_on_batch``: ``jax.jit``) and on TensorFlow (direct call, which runs a traced graph, and
+   the same op by op with ``run_eagerly``,
    ``predict_on_batch`` and XLA; ``--onednn-off`` adds a worker with
    ``TF_ENABLE_ONEDNN_OPTS=0``), each in fp32 and under the Keras policies
    ``mixed_bfloat16`` / ``mixed_float16`` (``--precision``). A worker process

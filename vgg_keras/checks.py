@@ -102,8 +102,7 @@ class InputCheck(keras.layers.Layer):
 
     def call(self, inputs: keras.KerasTensor) -> keras.KerasTensor:
         """Checks ``inputs``' shape: known sizes now, unknown ones (TensorFlow graphs) when the graph runs."""
-        shape = tuple(inputs.shape)
-        self._check_known(shape)
+        self.check_shape(tuple(inputs.shape))
         if keras.backend.backend() != "tensorflow":
             return inputs
         return _tf_checked(inputs, self.channels, self.min_size, self.data_format, self._message())
@@ -115,8 +114,15 @@ class InputCheck(keras.layers.Layer):
             f"the {axis} axis; resize them (vgg_keras.preprocess_images) or convert them. Received: input shape"
         )
 
-    def _check_known(self, shape: tuple[int | None, ...]) -> None:
-        """Raises on what the static shape already shows to be wrong."""
+    def check_shape(self, shape: tuple[int | None, ...]) -> None:
+        """Raises on what a static shape already shows to be wrong (``None`` sizes pass).
+
+        Args:
+            shape: An input's shape, batch first.
+
+        Raises:
+            ValueError: On a shape that is not 4D, has another channel count, or is smaller than ``min_size``.
+        """
         if len(shape) != 4:
             axes = "channels, height, width" if self.data_format == "channels_first" else "height, width, channels"
             raise _one_line(f"Input must be a 4D batch (batch, {axes}). Received: input shape {shape}")

@@ -1,4 +1,4 @@
-"""The model class :func:`vgg_keras.build_vgg` returns: Keras' functional model with two fixes to ``predict``.
+"""The model class :func:`vgg_keras.build_vgg` returns: Keras' functional model, faster and safer to call.
 
 * **No samples.** Keras' ``predict`` fails on an empty array
   (``UnboundLocalError`` inside its loop, on every backend); this one calls the
@@ -13,6 +13,26 @@
   option exists in this jaxlib, and ``XLA_FLAGS`` does not set it already.
   It does so by wrapping Keras' private ``keras.src.backend.jax.trainer.jit``
   while Keras builds the predict function.
+* **A direct call on TensorFlow.** ``model(x)`` in eager mode runs each op on
+  its own: the convolution, its bias add, batch norm's multiply and add, the
+  ReLU, one pass over the activations each; at batch 1 that made the call no
+  faster than torch eager (docs/backends.md). An inference call here
+  (``training`` not true, no mask, eager, ``run_eagerly`` not set, no
+  stateless scope) runs a ``tf.function`` of the same forward instead, which
+  TensorFlow's graph optimizer fuses as it does for ``predict``. One graph is
+  traced per image size, dtype and set of variables, for any batch size; the
+  input's shape is checked before, so a wrong size raises the same one-line
+  error as in eager mode. ``model.run_eagerly = True`` (or ``compile(...,
+  run_eagerly=True)``) keeps op-by-op eager calls, for debugging.
+
+* **Activations freed after their last use.** Keras' functional model keeps
+  every layer's output until the call ends. In eager mode (torch, and op-by-op
+  TensorFlow or JAX) each output is then a fresh allocation that the operating
+  system has to map page by page: on the torch backend at batch 1 the batch
+  norms and ReLUs of vgg11_bn took 4x and 3x torch's own time for that. Here
+  an output is dropped once the last layer that reads it has run, as torch's
+  own modules do, so its memory is reused; a traced call (``tf.function``,
+  ``jax.jit``) is unaffected.
 
 Everything else is Keras' functional model: same layers, weights, config and
 saving (the class is registered, so a ``.keras`` file needs ``import vgg_keras``
@@ -21,14 +41,21 @@ before loading, as its layers do).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 
+from vgg_keras.checks import InputCheck
+
 __all__ = ["JAX_CPU_COMPILER_OPTIONS", "VGGModel", "jax_cpu_compiler_options"]
+
+#: Most graphs a model keeps for its direct call on TensorFlow (one per image size and dtype); the oldest
+#: goes when a new one would pass this.
+MAX_CALL_GRAPHS = 8
 
 #: XLA options for the JAX predict function on the CPU: YNNPACK only for single matrix products, so the
 #: convolutions, ReLUs and pools stay XLA's own kernels (see the module docstring). The list cannot be
@@ -58,6 +85,76 @@ class VGGModel(keras.Model):
 
     def __init__(self, inputs: object, outputs: object, name: str | None = None, **kwargs: object) -> None:
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+    def call(self, inputs: object, training: bool | None = None, mask: object = None, **kwargs: object) -> object:
+        """The forward pass; an eager inference call on TensorFlow runs it as a traced graph (module docstring)."""
+        if training or mask is not None or kwargs or not self._call_in_graph():
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        return self._call_graph(inputs)
+
+    def _run_through_graph(
+        self, inputs: object, operation_fn: Callable[[object], object] = lambda op: op, call_fn: object = None
+    ) -> object:
+        """Keras' graph walk (``keras.src.ops.function.Function``), dropping each output after its last reader."""
+        from keras.src import tree
+
+        if call_fn is not None:  # symbolic execution: nothing is allocated
+            return super()._run_through_graph(inputs, operation_fn=operation_fn, call_fn=call_fn)
+        tensors = {id(x): y for x, y in zip(self.inputs, tree.flatten(inputs), strict=True)}
+        nodes = [
+            node
+            for depth in sorted(self._nodes_by_depth, reverse=True)
+            for node in self._nodes_by_depth[depth]
+            if node.operation and not node.is_input
+        ]
+        readers = collections.Counter(id(x) for node in nodes for x in node.input_tensors)
+        readers.update(id(x) for x in self.outputs)  # the outputs are never dropped
+        for node in nodes:
+            if any(id(x) not in tensors for x in node.input_tensors):
+                continue  # not computable from these inputs, as in Keras' walk
+            args, kwargs = node.arguments.fill_in(tensors)
+            outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
+            del args, kwargs
+            for x in node.input_tensors:
+                readers[id(x)] -= 1
+                if readers[id(x)] == 0:
+                    tensors.pop(id(x), None)
+            tensors.update((id(x), y) for x, y in zip(node.outputs, tree.flatten(outputs), strict=True))
+        for i, x in enumerate(self.outputs):
+            if id(x) not in tensors:
+                raise ValueError(f"Output {i} is not connected to the model's inputs. Received: output {x}")
+        return tree.pack_sequence_as(self._outputs_struct, [tensors[id(x)] for x in self.outputs])
+
+    def _call_in_graph(self) -> bool:
+        """Whether this call may run as a ``tf.function``: eager TensorFlow, not asked to run eagerly."""
+        if keras.backend.backend() != "tensorflow" or self.run_eagerly:
+            return False
+        import tensorflow as tf
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+        return tf.executing_eagerly() and not tf.config.functions_run_eagerly() and not in_stateless_scope()
+
+    def _call_graph(self, inputs: object) -> object:
+        """Runs the forward as a concrete function for this image size and dtype, any batch size."""
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(inputs)
+        for layer in self.layers:
+            if isinstance(layer, InputCheck):  # the eager one-line error, not a traced one
+                layer.check_shape(tuple(x.shape))
+        graphs = self.__dict__.get("_call_graphs")
+        variables = tuple(id(v) for v in self.variables)
+        if graphs is None or graphs["variables"] != variables:  # new model, or weights replaced (e.g. quantized)
+            graphs = {"variables": variables, "by_spec": {}}
+            object.__setattr__(self, "_call_graphs", graphs)  # untracked: not a layer, weight or saved function
+        key = (tuple(x.shape[1:]), x.dtype.name)
+        by_spec = graphs["by_spec"]
+        if key not in by_spec:
+            if len(by_spec) >= MAX_CALL_GRAPHS:
+                del by_spec[next(iter(by_spec))]
+            forward = tf.function(functools.partial(super().call, training=False), autograph=False)
+            by_spec[key] = forward.get_concrete_function(tf.TensorSpec((None, *x.shape[1:]), x.dtype))
+        return by_spec[key](x)
 
     def predict(
         self,
