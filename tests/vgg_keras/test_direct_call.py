@@ -21,6 +21,9 @@ from parity.compare import build_pair, compare_outputs, keras_forward, torch_for
 from parity.convert.random_weights import randomized_state_dict
 from tests.conftest import TINY_BN
 
+#: The graph's kernels (fused by TensorFlow's optimizer) differ with oneDNN on and off: CI runs this file both ways.
+pytestmark = pytest.mark.cpu_kernels
+
 #: Graph against op-by-op eager: TensorFlow's graph optimizer fuses the bias, batch norm and ReLU into the
 #: convolution, which may change float32 rounding only. Measured 0 (bit-identical) on Zen 4 with oneDNN on and
 #: off, on this tiny config and on vgg11_bn at 224 px; batch norm in training mode, stale weights or float32
