@@ -1,15 +1,17 @@
-"""A direct call on TensorFlow (``model(x)`` in eager mode) runs a traced graph, and means the same as eager.
+"""A direct call (``model(x)`` in eager mode) runs compiled on TensorFlow and JAX, and means the same as eager.
 
 :class:`vgg_keras.vgg_model.VGGModel` runs an eager inference call as a
-``tf.function`` (one per image size and dtype). These tests pin what that may
-not change: the result (against op-by-op eager with ``run_eagerly=True`` and
-against torch), new weights, gradients, ``stateless_call``, training calls,
-and the one-line size error. Each claim is shown to bite where a plausible
-mistake would pass it.
+``tf.function`` on TensorFlow (one per image size and dtype) and as one
+``jax.jit`` of ``stateless_call`` on JAX (in a child process). These tests pin
+what that may not change: the result (against op-by-op eager with
+``run_eagerly=True`` and against torch), new weights, gradients,
+``stateless_call``, training calls, and the one-line size error. Each claim is
+shown to bite where a plausible mistake would pass it.
 """
 
 from __future__ import annotations
 
+import json
 import weakref
 
 import keras
@@ -19,7 +21,7 @@ import tensorflow as tf
 
 from parity.compare import build_pair, compare_outputs, keras_forward, torch_forward
 from parity.convert.random_weights import randomized_state_dict
-from tests.conftest import TINY_BN
+from tests.conftest import TINY_BN, run_python
 
 #: The graph's kernels (fused by TensorFlow's optimizer) differ with oneDNN on and off: CI runs this file both ways.
 pytestmark = pytest.mark.cpu_kernels
@@ -186,3 +188,60 @@ def test_the_walk_drops_each_output_after_its_last_reader() -> None:
         assert _most_live_outputs(model, x) > 2 * MOST_LIVE_OUTPUTS, "the count bites"
     finally:
         model._run_through_graph = own
+
+
+_JAX_SCRIPT = r"""
+import json
+import jax, keras, numpy as np
+import vgg_keras
+from parity.core.config import VGGConfig
+
+config = VGGConfig.from_dict(json.loads(__import__("os").environ["CONFIG"]))
+models = [vgg_keras.build_vgg(config, classifier_activation=None) for _ in range(2)]
+for seed, model in enumerate(models):  # every weight random, variances positive
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        low, high = (0.5, 1.5) if "variance" in w.path else (-0.5, 0.5)
+        w.assign(rng.uniform(low, high, w.shape).astype(np.float32))
+model, other = models
+x = np.random.default_rng(9).standard_normal((3, 32, 32, 3)).astype(np.float32)
+
+def eager(m, a, **kw):
+    m.run_eagerly = True
+    try:
+        return np.asarray(m(a, **kw))
+    finally:
+        m.run_eagerly = False
+
+def rel(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+out = {}
+direct = np.asarray(model(x))
+out["jitted"] = "_jitted_forward" in model.__dict__
+out["vs_eager"] = rel(eager(model, x), direct)
+out["in_jit"] = rel(direct, np.asarray(jax.jit(lambda a: model(a))(x)))
+out["training_vs_inference"] = rel(direct, np.asarray(model(x, training=True)))  # moves the BN statistics
+model.set_weights(other.get_weights())
+out["new_weights"] = rel(eager(other, x), np.asarray(model(x)))
+side = config.min_input_size
+try:
+    model(x[:, : side - 1])
+    out["error"] = None
+except ValueError as e:
+    out["error"] = str(e)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_direct_call_on_jax_runs_one_jit_and_matches_eager() -> None:
+    pytest.importorskip("jax")
+    proc = run_python(_JAX_SCRIPT, env={"KERAS_BACKEND": "jax", "CONFIG": json.dumps(TINY_BN.to_dict())})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    assert out["jitted"] and out["vs_eager"] <= GRAPH_VS_EAGER_RTOL, out
+    assert out["training_vs_inference"] > 100 * GRAPH_VS_EAGER_RTOL, out  # the comparison bites
+    assert out["in_jit"] <= GRAPH_VS_EAGER_RTOL and out["new_weights"] <= GRAPH_VS_EAGER_RTOL, out
+    assert out["error"] and out["error"].startswith("Input images must be at least"), out
+    assert "\n" not in out["error"], out
