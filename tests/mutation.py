@@ -189,6 +189,19 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/vgg_keras/test_direct_call.py",),
     ),
     Mutant(
+        "jax_direct_call_training_mode",
+        "model",
+        "the jax.jit behind a direct call on JAX runs in training mode: batch norm on the batch's statistics",
+        "vgg_keras/vgg_model.py",
+        (
+            (
+                "self.stateless_call(trainable, non_trainable, x, training=False)",
+                "self.stateless_call(trainable, non_trainable, x, training=True)",
+            ),
+        ),
+        ("tests/vgg_keras/test_direct_call.py",),
+    ),
+    Mutant(
         "walk_keeps_outputs",
         "model",
         "the eager graph walk keeps every layer's output to the end of the call, as Keras' own does",
