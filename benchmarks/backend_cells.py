@@ -98,8 +98,8 @@ def _keras_model(arch: str, policy: str) -> object:
 
 
 def keras_cells(backend: str, arch: str, precisions: list[str], label: str = "") -> dict[str, Cell]:
-    """vgg_keras on one backend: ``predict_on_batch`` everywhere; on TensorFlow the direct call (a traced graph,
-    and op by op with ``run_eagerly``) and XLA."""
+    """vgg_keras on one backend: ``predict_on_batch`` everywhere; the direct call on JAX (one ``jax.jit``) and
+    TensorFlow (a traced graph, and op by op with ``run_eagerly``); XLA on TensorFlow."""
     cells = {}
     for precision in precisions:
         model = _keras_model(arch, POLICIES[precision])
@@ -110,6 +110,8 @@ def keras_cells(backend: str, arch: str, precisions: list[str], label: str = "")
             compiled = _keras_model(arch, POLICIES[precision])
             compiled.compile(jit_compile=True)  # Keras' torch trainer wraps its predict step in torch.compile
             cells[f"{name}, predict_on_batch, torch.compile"] = _predict(compiled)
+        if backend == "jax":
+            cells[f"{name}, direct call"] = lambda batch, m=model: np.asarray(m(_batch(batch, nchw=False)))
         if backend == "tensorflow":
             cells[f"{name}, direct call"] = _tf_call(model)
             eager = _keras_model(arch, POLICIES[precision])
