@@ -111,12 +111,12 @@ def keras_cells(backend: str, arch: str, precisions: list[str], label: str = "")
             compiled.compile(jit_compile=True)  # Keras' torch trainer wraps its predict step in torch.compile
             cells[f"{name}, predict_on_batch, torch.compile"] = _predict(compiled)
         if backend == "jax":
-            cells[f"{name}, direct call"] = lambda batch, m=model: np.asarray(m(_batch(batch, nchw=False)))
+            cells[f"{name}, direct call"] = _call(model)
         if backend == "tensorflow":
-            cells[f"{name}, direct call"] = _tf_call(model)
+            cells[f"{name}, direct call"] = _call(model)
             eager = _keras_model(arch, POLICIES[precision])
             eager.run_eagerly = True  # op by op, as Keras' own functional model calls it
-            cells[f"{name}, direct call, run_eagerly"] = _tf_call(eager)
+            cells[f"{name}, direct call, run_eagerly"] = _call(eager)
             cells[f"{name}, XLA"] = _tf_xla(model)
     return cells
 
@@ -137,7 +137,7 @@ def _torch_call(model: object) -> Cell:
     return cell
 
 
-def _tf_call(model: object) -> Cell:
+def _call(model: object) -> Cell:
     return lambda batch: np.asarray(model(_batch(batch, nchw=False), training=False))
 
 

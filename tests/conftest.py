@@ -9,6 +9,7 @@ other order, and of code that must run without torch, use subprocesses.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -126,6 +127,13 @@ def run_python(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def child_result(script: str, backend: str, config: VGGConfig) -> dict:
+    """Runs ``script`` on Keras' ``backend`` with ``config`` in ``$CONFIG``; its ``RESULT {json}`` line, parsed."""
+    result = run_python(script, env={"KERAS_BACKEND": backend, "CONFIG": json.dumps(config.to_dict())})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.split("RESULT ", 1)[1])
 
 
 #: A stand-in ``tensorflow`` package put first on a child's path: importing

@@ -31,7 +31,7 @@ from parity.convert.weight_arrays import write_keras_weights
 from parity.core.catalog import get_weights_record
 from parity.core.config import PRESETS, VGGConfig
 from parity.core.weights_file import sidecar_path, stage_converted_weights
-from tests.conftest import CIFAR, TINY_BN, run_python, tensorflow_blocked
+from tests.conftest import CIFAR, TINY_BN, child_result, run_python, tensorflow_blocked
 from vgg_keras import vgg_model
 
 BACKENDS = ["torch", "jax", "openvino"]
@@ -83,13 +83,6 @@ print("backend ok")
 def _needs(backend: str) -> None:
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"Keras' {backend} backend needs {backend}, which is not installed here")
-
-
-def _child_result(script: str, backend: str, config: VGGConfig) -> dict:
-    """Runs ``script`` on Keras' ``backend`` with ``config`` in ``$CONFIG``; its ``RESULT {json}`` line, parsed."""
-    result = run_python(script, env={"KERAS_BACKEND": backend, "CONFIG": json.dumps(config.to_dict())})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.split("RESULT ", 1)[1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -376,7 +369,7 @@ print("RESULT " + json.dumps(out))
 def test_torch_backend_runs_nchw_without_kernel_copies() -> None:
     """A channels_last model on torch: one permute in, NCHW convs, kernels never copied per call (torch.profiler)."""
     _needs("torch")
-    out = _child_result(_TORCH_LAYOUT_SCRIPT, "torch", TINY_BN)
+    out = child_result(_TORCH_LAYOUT_SCRIPT, "torch", TINY_BN)
     assert out["layers"][1:] == ["input_check", "to_channels_first"] and out["conv_format"] == "channels_first", out
     assert out["feature_layers"][-1] == "to_channels_last" and out["feature_shape"] == [2, 5, 6, 8], out
     # HWIO shape (the weight file's), O, H, W, I memory: the OIHW view is torch's channels_last weight.
@@ -421,7 +414,7 @@ print("RESULT " + json.dumps(out))
 def test_torch_compile_on_torch_backend() -> None:
     """``compile(jit_compile=True)`` on the torch backend (torch.compile): parity, NaN rows and the size check."""
     _needs("torch")
-    out = _child_result(_TORCH_COMPILE_SCRIPT, "torch", TINY_BN)
+    out = child_result(_TORCH_COMPILE_SCRIPT, "torch", TINY_BN)
     assert out["dynamo"] and out["max_rel"] <= LOGIT_RTOL and out["vs_eager"] <= LOGIT_RTOL, out
     assert out["nan_rows"] == [False, True, False], out
     assert "at least 8x8 px" in out["small"] and "\n" not in out["small"], out
@@ -442,7 +435,10 @@ seen = []
 original = vgg_model._jax_jit_options
 vgg_model._jax_jit_options = lambda options: (seen.append(options), original(options))[1]
 out = {"options": vgg_model.jax_cpu_compiler_options()}
-out["vs_eager"] = float(np.max(np.abs(np.asarray(model.predict_on_batch(x)) - np.asarray(model(x)))))
+model.run_eagerly = True  # op by op: the direct call is a jax.jit too
+eager = np.asarray(model(x))
+model.run_eagerly = False
+out["vs_eager"] = float(np.max(np.abs(np.asarray(model.predict_on_batch(x)) - eager)))
 out["seen"] = seen
 out["restored"] = trainer.jit is jax.jit
 
@@ -465,7 +461,7 @@ print("RESULT " + json.dumps(out))
 def test_jax_predict_compiles_without_ynn_fusion() -> None:
     """On JAX's CPU the predict function keeps convolutions out of YNN fusions, for this model only; same outputs."""
     _needs("jax")
-    out = _child_result(_JAX_OPTIONS_SCRIPT, "jax", PRESETS["vgg11_bn"])
+    out = child_result(_JAX_OPTIONS_SCRIPT, "jax", PRESETS["vgg11_bn"])
     assert out["options"] == vgg_model.JAX_CPU_COMPILER_OPTIONS and out["seen"] == [out["options"]], out
     assert out["restored"] and out["vs_eager"] <= LOGIT_RTOL, out
     # Bites: without the options XLA hands the convolutions to a YNN fusion.

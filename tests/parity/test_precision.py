@@ -28,7 +28,7 @@ from parity.precision import (
     get_precision,
     rounding_points,
 )
-from tests.conftest import TINY_BN, run_python
+from tests.conftest import TINY_BN, child_result
 
 _SCRIPT = """
 import json, os
@@ -110,9 +110,7 @@ def test_mixed_precision_within_derived_bounds(backend: str) -> None:
     """Per backend: each policy passes at its own format; fp32 and the other policy fail there."""
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"Keras' {backend} backend needs {backend}, which is not installed here")
-    result = run_python(_SCRIPT, env={"KERAS_BACKEND": backend, "CONFIG": json.dumps(TINY_BN.to_dict())})
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    out = child_result(_SCRIPT, backend, TINY_BN)
     print(json.dumps(out, indent=1))
     for judged, other in (("bf16", "fp16"), ("fp16", "bf16")):
         assert out[f"torch autocast as {judged}"]["passed"], out

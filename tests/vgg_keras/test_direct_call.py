@@ -11,8 +11,8 @@ shown to bite where a plausible mistake would pass it.
 
 from __future__ import annotations
 
-import json
 import weakref
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from parity.compare import build_pair, compare_outputs, keras_forward, torch_forward
 from parity.convert.random_weights import randomized_state_dict
-from tests.conftest import TINY_BN, run_python
+from tests.conftest import TINY_BN, child_result
 
 #: The graph's kernels (fused by TensorFlow's optimizer) differ with oneDNN on and off: CI runs this file both ways.
 pytestmark = pytest.mark.cpu_kernels
@@ -158,8 +158,8 @@ def test_a_quantized_model_gets_a_new_graph() -> None:
     assert _rel(_eager(model, x), after) <= GRAPH_VS_EAGER_RTOL
 
 
-def _most_live_outputs(model: keras.Model, x: np.ndarray) -> int:
-    """Runs ``model``'s graph walk op by op; the most layer outputs alive at once (held by the walk)."""
+def _most_live_outputs(walk: Callable[..., object], x: np.ndarray) -> int:
+    """Runs a model's graph ``walk`` op by op; the most layer outputs alive at once (held by the walk)."""
     alive: list[weakref.ref] = []
     most = 0
 
@@ -173,7 +173,7 @@ def _most_live_outputs(model: keras.Model, x: np.ndarray) -> int:
 
         return run
 
-    model._run_through_graph(keras.ops.convert_to_tensor(x), operation_fn=recording)
+    walk(keras.ops.convert_to_tensor(x), operation_fn=recording)
     return most
 
 
@@ -181,28 +181,23 @@ def test_the_walk_drops_each_output_after_its_last_reader() -> None:
     """An eager call holds a few activations at a time, as torch's modules do, not every layer's."""
     _, model = _pair()
     x = _images(1)
-    assert _most_live_outputs(model, x) <= MOST_LIVE_OUTPUTS
+    assert _most_live_outputs(model._run_through_graph, x) <= MOST_LIVE_OUTPUTS
     keras_walk = super(type(model), model)._run_through_graph  # Keras' own: keeps every output to the end
-    model._run_through_graph, own = keras_walk, model._run_through_graph
-    try:
-        assert _most_live_outputs(model, x) > 2 * MOST_LIVE_OUTPUTS, "the count bites"
-    finally:
-        model._run_through_graph = own
+    assert _most_live_outputs(keras_walk, x) > 2 * MOST_LIVE_OUTPUTS, "the count bites"
 
 
 _JAX_SCRIPT = r"""
 import json
 import jax, keras, numpy as np
 import vgg_keras
+from parity.convert.random_weights import randomized_state_dict
+from parity.convert.weight_arrays import assign_keras_weights, convert_state_dict
 from parity.core.config import VGGConfig
 
 config = VGGConfig.from_dict(json.loads(__import__("os").environ["CONFIG"]))
 models = [vgg_keras.build_vgg(config, classifier_activation=None) for _ in range(2)]
-for seed, model in enumerate(models):  # every weight random, variances positive
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        low, high = (0.5, 1.5) if "variance" in w.path else (-0.5, 0.5)
-        w.assign(rng.uniform(low, high, w.shape).astype(np.float32))
+for seed, model in enumerate(models):  # every tensor random, BN statistics and biases too
+    assign_keras_weights(model, convert_state_dict(randomized_state_dict(config, seed=seed), config))
 model, other = models
 x = np.random.default_rng(9).standard_normal((3, 32, 32, 3)).astype(np.float32)
 
@@ -236,10 +231,7 @@ print("RESULT " + json.dumps(out))
 
 def test_direct_call_on_jax_runs_one_jit_and_matches_eager() -> None:
     pytest.importorskip("jax")
-    proc = run_python(_JAX_SCRIPT, env={"KERAS_BACKEND": "jax", "CONFIG": json.dumps(TINY_BN.to_dict())})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = child_result(_JAX_SCRIPT, "jax", TINY_BN)
     assert out["jitted"] and out["vs_eager"] <= GRAPH_VS_EAGER_RTOL, out
     assert out["training_vs_inference"] > 100 * GRAPH_VS_EAGER_RTOL, out  # the comparison bites
     assert out["in_jit"] <= GRAPH_VS_EAGER_RTOL and out["new_weights"] <= GRAPH_VS_EAGER_RTOL, out

@@ -21,7 +21,8 @@ from parity.core.config import VGGConfig
 from tests.conftest import CIFAR, TINY, TINY_BN, run_python, tensorflow_has_nchw_cpu_kernels
 from vgg_keras.checks import InputCheck, NonFiniteToNaN, without_checks
 
-MODES = ["eager", "graph", "xla", "predict"]
+#: ``eager`` is op by op (``run_eagerly``); ``call`` is a plain ``model(x)``, which on a VGG runs a traced graph.
+MODES = ["eager", "call", "graph", "xla", "predict"]
 #: XLA's convolutions against TensorFlow's eager ones on a tiny config: float32 summation order only
 #: (measured about 1e-6); a wrong layout or a dropped layer is off by far more.
 XLA_TOLERANCE = 1e-5
@@ -33,8 +34,12 @@ def _run(model: keras.Model, x: np.ndarray, mode: str) -> np.ndarray:
     """The model's output in one mode, traced for ``x``'s own shape."""
     if mode == "predict":
         return model.predict(x, verbose=0, batch_size=max(len(x), 1))
-    if mode == "eager":
-        return keras.ops.convert_to_numpy(model(x, training=False))
+    if mode in ("eager", "call"):
+        model.run_eagerly = mode == "eager"
+        try:
+            return keras.ops.convert_to_numpy(model(x, training=False))
+        finally:
+            model.run_eagerly = False
     fn = tf.function(lambda t: model(t, training=False), jit_compile=mode == "xla")
     return fn(tf.constant(x)).numpy()
 
@@ -81,7 +86,7 @@ def test_too_small_refused_in_one_line(mode: str) -> None:
         _run(model, _images(2, MIN - 1), mode)
     expected = f"at least {MIN}x{MIN} px"
     assert expected in str(info.value) and f"Received: input shape (2, {MIN - 1}, {MIN - 1}, 3)" in str(info.value)
-    if mode in ("eager", "predict"):  # graph and XLA add TensorFlow's "in user code:" frame around it
+    if mode in ("eager", "call", "predict"):  # graph and XLA add TensorFlow's "in user code:" frame around it
         assert str(info.value).count("\n") == 0, str(info.value)
 
 
