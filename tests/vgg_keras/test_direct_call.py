@@ -147,6 +147,7 @@ def test_too_small_input_gives_the_one_line_error() -> None:
         model(_images(1)[:, : side - 1, :9])
 
 
+@pytest.mark.filterwarnings("ignore:Layer .* does not have a `quantize` method:UserWarning")  # weightless layers
 def test_a_quantized_model_gets_a_new_graph() -> None:
     """``quantize`` replaces the kernels; a graph holding the old ones would still give float32 results."""
     _, model = _pair()
